@@ -1,0 +1,486 @@
+"""The thin CLI: parse, call one library function, render. TensorFlow loads only to train or eval."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from . import __version__
+from .errors import BnexpError, RunFailure, UsageError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="bnexp: does batch normalization help here, and where should it go? "
+                       "Train, compare and test the batch-norm variants of the lab's MNIST net.")
+# TensorFlow's C++ start-up lines (oneDNN, "no CUDA driver") are noise in a CLI; --debug keeps them.
+if "--debug" not in sys.argv:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)  # results: tables, JSON, reports
+err = Console(stderr=True, highlight=False)  # progress, notes, errors
+_debug = False
+
+# ---------------------------------------------------------------- shared options
+Config_ = Annotated[Optional[Path], typer.Option("--config", "-c", help="experiment YAML (defaults < YAML < flags)")]
+Dataset_ = Annotated[Optional[str], typer.Option(help="mnist | fashion-mnist | cifar10 | mnist-sample [default: mnist]")]
+Epochs_ = Annotated[Optional[int], typer.Option(help="epochs [default: 1]")]
+Lr_ = Annotated[Optional[float], typer.Option(help="learning rate [default: 0.001]")]
+Batch_ = Annotated[Optional[int], typer.Option("--batch-size", help="batch size [default: 128]")]
+Seed_ = Annotated[Optional[list[int]], typer.Option("--seed", help="seed; repeat for several [default: 0]")]
+Seeds_ = Annotated[Optional[int], typer.Option("--seeds", help="run seeds 0..N-1")]
+DataDir_ = Annotated[Optional[str], typer.Option("--data-dir", help="folder with .npz or IDX files [$BNEXP_DATA_DIR]")]
+Results_ = Annotated[Optional[str], typer.Option("--results", help="results folder [default: results]")]
+Set_ = Annotated[Optional[list[str]], typer.Option("--set", help="any config key: --set width=512 (repeatable)")]
+Exec_ = Annotated[Optional[str], typer.Option("--execution", help="xla | graph | eager [default: xla]")]
+Json_ = Annotated[bool, typer.Option("--json", help="print JSON only on stdout")]
+Debug_ = Annotated[bool, typer.Option("--debug", help="show tracebacks")]
+
+
+def command(fn):
+    """Run a command; turn bnexp errors into one red line and the right exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        debug = _debug or kwargs.get("debug", False)
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except BnexpError as e:
+            if debug:
+                raise
+            err.print(f"[red]error:[/] {e}", markup=True, highlight=False)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt as e:
+            if debug:
+                raise
+            err.print(f"[yellow]{e or 'interrupted'}[/]")
+            raise typer.Exit(130) from None
+        except Exception as e:
+            from .train import Interrupted
+
+            if isinstance(e, Interrupted):
+                err.print(f"[yellow]{e}[/]")
+                raise typer.Exit(130 if e.signum == 2 else 143) from None
+            if debug:
+                raise
+            first = (str(e).splitlines() or [""])[0]
+            err.print(f"[red]error:[/] {type(e).__name__}: {first} (run again with --debug for the traceback)")
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+@app.callback()
+def _main(debug: Debug_ = False,
+          version: Annotated[bool, typer.Option("--version", help="print the version")] = False):
+    global _debug
+    _debug = debug
+    if version:
+        out.print(f"bnexp {__version__}")
+        raise typer.Exit(0)
+
+
+def _experiment(config, flags: dict, sets, seeds: Optional[int] = None, seed: Optional[list[int]] = None):
+    from . import config as cfgmod
+
+    flags = dict(flags)
+    if seeds is not None:
+        flags["seeds"] = seeds
+    if seed:
+        flags["seed"] = seed[0]
+        if len(seed) > 1 or seeds is None:
+            flags["seeds"] = list(seed)
+    if seeds is not None and seed:
+        raise UsageError("give either --seeds N or --seed S (repeatable), not both")
+    return cfgmod.load(config, flags, sets)
+
+
+def _source(exp):
+    from .plan import resolve_source
+
+    source = resolve_source(exp)
+    if source.fallback_note:
+        err.print(f"[yellow]note:[/] {source.fallback_note}")
+    return source
+
+
+@contextmanager
+def _progress_bar(spec, quiet: bool):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if quiet:
+        yield None
+        return
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
+                   TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.3f}"), TimeRemainingColumn(),
+                   console=err, transient=True)
+    with bar:
+        task = bar.add_task(spec.label, total=None, loss=float("nan"), acc=float("nan"))
+
+        def on_progress(step, total, loss, acc):
+            bar.update(task, completed=step, total=total, loss=loss, acc=acc)
+
+        yield on_progress
+
+
+def _events(quiet: bool):
+    def emit(kind, spec, rec):
+        if quiet:
+            return
+        if kind in ("finished", "diverged"):
+            acc = rec.get("test_accuracy")
+            err.print(f"  {spec.label}: {kind}, test acc {acc:.4f}, {rec.get('wall_time_s', 0):.1f}s  [dim]{rec['run_id']}[/]")
+        elif kind == "failed":
+            err.print(f"  [red]{spec.label}: failed[/] ({rec.get('error')})  [dim]{rec['run_id']}[/]")
+        elif kind == "resuming":
+            err.print(f"  {spec.label}: resuming {rec['run_id']}")
+        elif kind == "failed-before":
+            err.print(f"  {spec.label}: failed earlier ({rec.get('run_id')}); --retry-failed trains it again")
+    return emit
+
+
+def _run(specs, source, *, reuse=True, force=False, retry_failed=False, quiet=False):
+    from .plan import LocalExecutor, execute
+
+    executor = LocalExecutor(progress=lambda spec: _progress_bar(spec, quiet))
+    return execute(specs, source, executor=executor, reuse=reuse, force=force, retry_failed=retry_failed,
+                   on_event=_events(quiet))
+
+
+# ---------------------------------------------------------------- commands
+@app.command("list")
+@command
+def list_(keys: Annotated[bool, typer.Option("--keys", help="also list every config key")] = False,
+          debug: Debug_ = False):
+    """Show the variants and datasets (and, with --keys, the config keys)."""
+    from rich.table import Table
+
+    from . import data, variants
+
+    t = Table(title="variants")
+    t.add_column("name", style="bold")
+    t.add_column("layers per block")
+    t.add_column("description")
+    for v in variants.VARIANTS.values():
+        t.add_row(v.name, " -> ".join(v.block) + (f" (head: {' -> '.join(v.head)})" if v.head else ""), v.description)
+    out.print(t)
+    t = Table(title="datasets")
+    t.add_column("name", style="bold")
+    t.add_column("description")
+    for name, desc in data.describe():
+        t.add_row(name, desc)
+    out.print(t)
+    if keys:
+        from .config import EXPERIMENT_KEYS, documented_keys
+
+        t = Table(title="config keys (YAML keys = option names; --set KEY=VALUE)")
+        for c in ("key", "type", "default", "meaning"):
+            t.add_column(c)
+        for row in documented_keys():
+            t.add_row(*row)
+        for k, doc in EXPERIMENT_KEYS.items():
+            t.add_row(k, "experiment", "", doc)
+        out.print(t)
+
+
+@app.command()
+@command
+def train(variant: Annotated[Optional[str], typer.Option("--variant", "-v", help="plain | dropout | bn-pre | bn-post | bn-preact")] = None,
+          config: Config_ = None, dataset: Dataset_ = None, epochs: Epochs_ = None, lr: Lr_ = None,
+          batch_size: Batch_ = None, seed: Seed_ = None, data_dir: DataDir_ = None, results: Results_ = None,
+          set_: Set_ = None, execution: Exec_ = None,
+          resume: Annotated[Optional[str], typer.Option("--resume", help="resume an interrupted run (id or path)")] = None,
+          json_: Json_ = False, debug: Debug_ = False):
+    """Train one variant; write results/<run-id>/ with metrics.json, model.keras, config.yaml, tb/."""
+    from .plan import RunSpec
+
+    if resume:
+        spec, source = _resume_spec(resume, data_dir, results)
+        outcome = _run([spec], source, reuse=False, quiet=json_)
+    else:
+        flags = dict(dataset=dataset, epochs=epochs, lr=lr, batch_size=batch_size, data_dir=data_dir,
+                     results=results, execution=execution)
+        exp = _experiment(config, flags, set_, seed=seed)
+        if len(exp.seeds) > 1:
+            raise UsageError("train takes one --seed; use `bnexp compare VARIANT --seeds N` for several")
+        name = variant or (exp.variants[0] if len(exp.variants) == 1 else None)
+        if name is None:
+            raise UsageError("name the variant: bnexp train --variant bn-pre (see `bnexp list`)")
+        from .variants import resolve
+
+        v = resolve(name, exp.define)
+        source = _source(exp)
+        outcome = _run([RunSpec(v, exp.config.replace(seed=exp.seeds[0]))], source, reuse=False, quiet=json_)
+    rec = outcome.records[0]
+    if json_:
+        out.file.write(json.dumps(rec, default=str) + "\n")
+    else:
+        _print_run(rec)
+    if rec["status"] == "failed":
+        raise typer.Exit(1)
+
+
+def _resume_spec(ref, data_dir, results):
+    import yaml
+
+    from . import data, runs
+    from .config import Config, coerce, validate
+    from .plan import RunSpec, _take_interrupted
+    from .variants import from_yaml
+
+    run = runs.find_run(ref, results or "results")
+    rec = runs.read_record(run)
+    if rec["status"] in runs.DONE:
+        raise UsageError(f"run {run.name} is already {rec['status']}; nothing to resume")
+    if rec["status"] == "running":
+        raise UsageError(f"run {run.name} is still running in another process")
+    if not (run / "checkpoint.npz").exists():
+        raise RunFailure(f"run {run.name} has no checkpoint to resume from; train it again")
+    doc = yaml.safe_load((run / "config.yaml").read_text())
+    name, vspec, group = doc.pop("variant"), doc.pop("variant_spec"), doc.pop("group", "")
+    cfg = validate(Config(**{k: coerce(k, v) for k, v in doc.items()}))
+    if results:
+        cfg = cfg.replace(results=results)
+    elif run.parent != Path(cfg.results):
+        cfg = cfg.replace(results=str(run.parent))
+    source = data.resolve(cfg.dataset, data_dir or cfg.data_dir)
+    if rec.get("dataset_sha256") and rec["dataset_sha256"] != source.sha256:
+        raise UsageError(f"the {cfg.dataset} files found now differ from the ones run {run.name} trained on; "
+                         "point --data-dir at the original files")
+    from .variants import VARIANTS
+
+    variant = VARIANTS[name] if name in VARIANTS and VARIANTS[name].spec() == vspec else from_yaml(name, vspec)
+    return RunSpec(variant, cfg, group), source
+
+
+def _print_run(rec):
+    from .report import record_table
+
+    keys = ("run_id", "status", "variant", "seed", "dataset", "n_train", "n_test", "steps", "test_accuracy",
+            "test_loss", "train_accuracy", "train_loss", "test_accuracy_batchstats", "diverged_step",
+            "wall_time_s", "train_time_s", "samples_per_s", "run_dir", "error")
+    out.print(record_table({k: rec[k] for k in keys if rec.get(k) is not None}))
+
+
+@app.command("eval")
+@command
+def eval_(run: Annotated[str, typer.Argument(help="run id, id prefix or folder")],
+          dataset: Dataset_ = None, data_dir: DataDir_ = None, results: Results_ = None,
+          json_: Json_ = False, debug: Debug_ = False):
+    """Reload a run's model.keras and score it on a test set."""
+    from rich.table import Table
+
+    from .evaluate import evaluate_run
+
+    res = evaluate_run(run, dataset=dataset, data_dir=data_dir, results=results or "results")
+    if json_:
+        out.file.write(json.dumps(res, default=str) + "\n")
+        return
+    t = Table(title=f"eval {res['run_id']}")
+    for c in ("dataset", "n_test", "test loss", "test acc", "recorded test acc", "status"):
+        t.add_column(c)
+    rec_acc = res.get("recorded_test_accuracy")
+    t.add_row(res["dataset"], str(res["n_test"]), f"{res['test_loss']:.4f}", f"{res['test_accuracy']:.4f}",
+              "—" if rec_acc is None else f"{rec_acc:.4f}", res["status"])
+    out.print(t)
+
+
+def _compare_like(exp, specs, source, *, baseline, force, retry_failed, json_, fmt, title, sweep_keys=()):
+    """Shared tail of compare and sweep: run, aggregate, render, write the report folder."""
+    from . import plots, report, runs
+    from .config import digest
+
+    if fmt not in (None, "md", "csv", "table"):
+        raise UsageError(f"--format {fmt!r}: choose md, csv or table (or --json)")
+    quiet = json_ or fmt in ("md", "csv")
+    started = time.perf_counter()
+    outcome = _run(specs, source, force=force, retry_failed=retry_failed, quiet=quiet)
+    records = outcome.records
+    names = list(dict.fromkeys(s.variant.name for s in specs))
+    base = baseline or exp.baseline or names[0]
+    if base not in names:
+        raise UsageError(f"baseline {base!r} is not among the variants compared: {', '.join(names)}")
+    rows = report.compare_rows(records, base, exp.config.target_accuracy)
+    results = runs.ensure_results(exp.config.results)
+    cid = f"compare-{time.strftime('%Y%m%d-%H%M%S')}-{digest(sorted(r['run_id'] for r in records))[:6]}"
+    folder = results / cid
+    folder.mkdir()
+    curves = plots.curves(records, str(folder / "curves.png"))
+    extra_plots = {"curves": curves}
+    for key in sweep_keys:
+        extra_plots[f"sweep-{key}"] = plots.sweep(records, key, str(folder / f"sweep-{key}.png"))
+    traced = [r for r in records if r.get("traces") and r.get("status") == "finished"]
+    if traced:
+        extra_plots["traces"] = plots.traces_compare(traced, str(folder / "traces.png"))
+    env = runs.environment()
+    summary = {"compare_id": cid, "baseline": base, "dataset": source.name, "dataset_sha256": source.sha256,
+               "seeds": exp.seeds, "trained": outcome.trained, "reused": outcome.reused, "resumed": outcome.resumed,
+               "failed": outcome.failed, "wall_time_s": time.perf_counter() - started, "plots": extra_plots,
+               "folder": str(folder), **env}
+    text_json = report.to_json(rows, records, summary)
+    report.save(folder / "compare.json", text_json)
+    md = report.to_markdown(rows, base, "curves.png", env["command"])
+    report.save(folder / "report.md", md)
+    report.save(folder / "rows.csv", report.to_csv(rows))
+    if json_:
+        out.file.write(text_json + "\n")
+    elif fmt == "md":
+        out.file.write(md)
+    elif fmt == "csv":
+        out.file.write(report.to_csv(rows))
+    else:
+        out.print(report.compare_table(rows, base, title))
+        err.print(f"trained {outcome.trained}, reused {outcome.reused}, resumed {outcome.resumed}, failed {outcome.failed} "
+                  f"in {summary['wall_time_s']:.1f}s")
+        for name, path in extra_plots.items():
+            err.print(f"{name}: {path}")
+        err.print(f"report: {folder / 'report.md'}")
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@command
+def compare(variants: Annotated[Optional[list[str]], typer.Argument(help="variants to compare (default: from --config)")] = None,
+            config: Config_ = None, dataset: Dataset_ = None, epochs: Epochs_ = None, lr: Lr_ = None,
+            batch_size: Batch_ = None, seed: Seed_ = None, seeds: Seeds_ = None, data_dir: DataDir_ = None,
+            results: Results_ = None, set_: Set_ = None, execution: Exec_ = None,
+            baseline: Annotated[Optional[str], typer.Option(help="variant the others are paired against [default: the first]")] = None,
+            force: Annotated[bool, typer.Option("--force", help="train again even where a finished run matches")] = False,
+            retry_failed: Annotated[bool, typer.Option("--retry-failed", help="train again the runs that failed before")] = False,
+            json_: Json_ = False,
+            format_: Annotated[Optional[str], typer.Option("--format", help="md | csv: print that instead of the table")] = None,
+            debug: Debug_ = False):
+    """Train (or reuse) each variant over the seeds and compare them in one table."""
+    from .plan import plan
+
+    flags = dict(dataset=dataset, epochs=epochs, lr=lr, batch_size=batch_size, data_dir=data_dir,
+                 results=results, execution=execution, variants=variants or None)
+    exp = _experiment(config, flags, set_, seeds=seeds, seed=seed)
+    if exp.grid:
+        raise UsageError(f"{exp.source} has a grid: run it with `bnexp sweep {exp.source}`")
+    specs = plan(exp)
+    source = _source(exp)
+    specs = plan(exp)  # again: the source may have pinned the dataset's name
+    title = f"{source.name}: {', '.join(dict.fromkeys(s.variant.name for s in specs))} × {len(exp.seeds)} seed(s)"
+    _compare_like(exp, specs, source, baseline=baseline, force=force, retry_failed=retry_failed,
+                  json_=json_, fmt=format_, title=title)
+
+
+@app.command()
+@command
+def sweep(file: Annotated[Path, typer.Argument(help="sweep YAML with variants, seeds and a grid")],
+          dry_run: Annotated[bool, typer.Option("--dry-run", help="list the runs, train nothing")] = False,
+          dataset: Dataset_ = None, epochs: Epochs_ = None, seeds: Seeds_ = None, data_dir: DataDir_ = None,
+          results: Results_ = None, set_: Set_ = None,
+          force: Annotated[bool, typer.Option("--force")] = False,
+          retry_failed: Annotated[bool, typer.Option("--retry-failed")] = False,
+          json_: Json_ = False,
+          format_: Annotated[Optional[str], typer.Option("--format", help="md | csv")] = None,
+          debug: Debug_ = False):
+    """Run a grid of variants x config values x seeds; one compare row per grid point."""
+    from rich.table import Table
+
+    from . import runs
+    from .plan import plan
+
+    flags = dict(dataset=dataset, epochs=epochs, data_dir=data_dir, results=results)
+    exp = _experiment(file, flags, set_, seeds=seeds)
+    specs = plan(exp)
+    if dry_run:
+        done = {}
+        try:
+            source = _source(exp)
+            specs = plan(exp)
+            for rec in runs.scan(exp.config.results):
+                done[rec.get("run_key")] = rec.get("status")
+        except UsageError as e:
+            source = None
+            err.print(f"[yellow]note:[/] {e}")
+        rows = [{"group": s.group, "variant": s.variant.name, "seed": s.config.seed,
+                 "status": done.get(s.key(source.sha256), "to train") if source else "to train"} for s in specs]
+        if json_:
+            out.file.write(json.dumps({"runs": rows, "n": len(rows)}) + "\n")
+            return
+        t = Table(title=f"{file}: {len(specs)} runs ({', '.join(f'{k}: {len(v)} values' for k, v in exp.grid.items()) or 'no grid'})")
+        for c in ("#", "group", "variant", "seed", "status"):
+            t.add_column(c)
+        for i, r in enumerate(rows, 1):
+            t.add_row(str(i), r["group"], r["variant"], str(r["seed"]), r["status"])
+        out.print(t)
+        return
+    source = _source(exp)
+    specs = plan(exp)
+    _compare_like(exp, specs, source, baseline=None, force=force, retry_failed=retry_failed, json_=json_,
+                  fmt=format_, title=f"sweep {file} on {source.name}", sweep_keys=tuple(exp.grid))
+
+
+@app.command()
+@command
+def plot(run_refs: Annotated[list[str], typer.Argument(metavar="RUN...", help="run ids or folders")],
+         out_path: Annotated[Optional[Path], typer.Option("--out", help="PNG path [default: results/plot-<time>.png]")] = None,
+         results: Results_ = None, debug: Debug_ = False):
+    """Plot learning curves (and activation traces, where recorded) of any set of runs."""
+    from . import plots, runs
+
+    root = results or "results"
+    records = [runs.read_record(runs.find_run(r, root)) for r in run_refs]
+    broken = [r for r in records if r["status"] == "broken"]
+    if broken:
+        raise RunFailure(f"run {broken[0]['run_id']} cannot be read: {broken[0]['problem']}")
+    path = out_path or Path(root) / f"plot-{time.strftime('%Y%m%d-%H%M%S')}.png"
+    out.print(f"curves: {plots.curves(records, str(path))}")
+    traced = [r for r in records if r.get("traces")]
+    if traced:
+        tpath = path.with_name(path.stem + "-traces.png")
+        out.print(f"traces: {plots.traces_compare(traced, str(tpath))}")
+
+
+@app.command()
+@command
+def show(run: Annotated[str, typer.Argument(help="run id or folder")], results: Results_ = None,
+         json_: Json_ = False, debug: Debug_ = False):
+    """Print a run's provenance and metrics: config, dataset, environment, status."""
+    from . import report, runs
+
+    rec = runs.read_record(runs.find_run(run, results or "results"))
+    if json_:
+        out.file.write(json.dumps(rec, default=str) + "\n")
+        return
+    out.print(report.record_table(rec))
+    if rec["status"] == "broken":
+        raise RunFailure(f"run {rec['run_id']}: {rec['problem']}")
+
+
+@app.command()
+@command
+def diff(run_a: Annotated[str, typer.Argument()], run_b: Annotated[str, typer.Argument()],
+         results: Results_ = None, json_: Json_ = False, debug: Debug_ = False):
+    """Show what differs between two runs: config, environment and metrics."""
+    from rich.table import Table
+
+    from . import report, runs
+
+    a, b = (runs.read_record(runs.find_run(r, results or "results")) for r in (run_a, run_b))
+    rows = report.diff(a, b)
+    if json_:
+        out.file.write(json.dumps([{"key": k, "a": x, "b": y} for k, x, y in rows], default=str) + "\n")
+        return
+    t = Table(title=f"{a['run_id']} vs {b['run_id']}")
+    for c in ("key", a["run_id"], b["run_id"]):
+        t.add_column(c)
+    for k, x, y in rows:
+        t.add_row(k, str(x), str(y))
+    out.print(t)
+
+
+def main():
+    app()

@@ -1,0 +1,336 @@
+"""Step 1 of the pipeline: one typed config, resolved as defaults < YAML file < flags.
+
+A YAML file holds config keys (the names below, which are also the CLI option names)
+and, for `compare` and `sweep`, a few experiment keys (EXPERIMENT_KEYS). Unknown keys,
+wrong types and out-of-range values are `UsageError`s that name the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError, nearest
+
+ACTIVATIONS = ("relu", "sigmoid", "tanh")
+INITIALIZERS = ("glorot_uniform", "he", "normal")
+OPTIMIZERS = ("adam", "sgd", "momentum")
+EXECUTIONS = ("xla", "graph", "eager")
+
+
+@dataclass
+class Config:
+    """Everything one run depends on. Defaults are the lab's (Lab10-4)."""
+
+    # --- data
+    dataset: str = "mnist"  # registry name; the unnamed default falls back to mnist-sample offline
+    data_dir: str | None = None  # folder with .npz or IDX .gz files; else $BNEXP_DATA_DIR
+
+    # --- network: Flatten -> depth x block -> Dense(10) logits
+    depth: int = 2  # hidden Dense layers (the lab: 2; the course's TF2 net: 4)
+    width: int = 256  # units per hidden layer (TF2 net: 512)
+    activation: str = "relu"  # relu | sigmoid | tanh (Ioffe & Szegedy's MNIST net: sigmoid)
+    initializer: str = "glorot_uniform"  # glorot_uniform | he | normal (with init_std)
+    init_std: float = 0.01  # sigma of the `normal` initializer; the paper's "small random Gaussian"
+    use_bias: bool = True  # the lab keeps the Dense bias everywhere
+    bn_drop_bias: bool = False  # drop the Dense bias where BN follows it (BN's beta makes it redundant)
+    dropout: float = 0.5  # rate of the dropout variant's layers (the lab: 0.5)
+    bn_momentum: float = 0.99  # Keras default; PyTorch's 0.1 is 0.9 here
+    bn_epsilon: float = 1e-3  # Keras default; PyTorch uses 1e-5
+
+    # --- optimization
+    optimizer: str = "adam"  # adam | sgd | momentum (SGD with `momentum`)
+    lr: float = 0.001  # the lab's Adam rate
+    momentum: float = 0.9  # only for optimizer=momentum
+    batch_size: int = 128  # the lab: 128
+    epochs: int = 1  # steps per epoch = train size // batch_size, whole set reshuffled each epoch
+    steps: int | None = None  # total steps; overrides epochs (the paper counts 50,000 steps)
+    seed: int = 0  # sets initial weights, data order and dropout masks
+
+    # --- evaluation
+    eval_every: int | None = None  # steps between eval points; default about 1/10 epoch
+    eval_samples: int = 1000  # test images scored at intermediate eval points (the final eval uses all);
+    # 1,000 keeps periodic evaluation under 10% of training time (benchmarks/)
+    target_accuracy: float = 0.8  # compare's convergence column: first step reaching this test accuracy
+    bn_batchstats_eval: bool = False  # also score the test set with BN using batch statistics
+    traces: bool = False  # record percentiles of each nonlinearity's input at eval points
+    trace_units: int = 3  # units traced per hidden layer (the first ones)
+    probe_size: int = 1000  # fixed probe batch for traces: the first test images
+
+    # --- reliability
+    checkpoint_every: int | None = None  # steps between checkpoints; default: once per epoch (and at the end)
+    divergence_factor: float = 100.0  # stop as diverged when loss > factor x first-step loss
+
+    # --- execution
+    execution: str = "xla"  # xla (fastest) | graph (tf.function) | eager (the lab's loop, for debugging)
+    results: str = "results"  # where run folders go
+
+    def steps_per_epoch(self, n_train: int) -> int:
+        return n_train // self.batch_size
+
+    def total_steps(self, n_train: int) -> int:
+        return self.steps if self.steps is not None else self.epochs * self.steps_per_epoch(n_train)
+
+    def resolved_eval_every(self, n_train: int) -> int:
+        return self.eval_every or max(1, self.steps_per_epoch(n_train) // 10)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "Config":
+        return validate(dataclasses.replace(self, **changes))
+
+
+# Keys that change where things are read or written, or how results are shown, but
+# not what a run computes: they stay out of the reuse key.
+NOT_IN_RESULT = frozenset({"data_dir", "results", "target_accuracy", "checkpoint_every"})
+
+# Keys a YAML file may hold besides config keys; they shape a comparison or sweep.
+EXPERIMENT_KEYS = {
+    "variants": "variants to compare, in order (the first is the default baseline)",
+    "seeds": "number of seeds (runs seeds 0..N-1) or an explicit list",
+    "baseline": "variant the paired differences are taken against",
+    "grid": "sweep: mapping of config key -> list of values",
+    "define": "new variants as layer lists: NAME: [dense, bn, act, dropout, ...] or {block: [...], head: [...]}",
+}
+
+CONFIG_KEYS = tuple(f.name for f in fields(Config))
+
+
+def _field_types() -> dict[str, Any]:
+    hints = typing.get_type_hints(Config)
+    return {k: hints[k] for k in CONFIG_KEYS}
+
+
+def coerce(key: str, value: Any) -> Any:
+    """Check `value` against the type of config field `key`; return it converted."""
+    if key not in CONFIG_KEYS:
+        raise UsageError(f"unknown config key {key!r}{nearest(key, CONFIG_KEYS)}; see `bnexp train --help`")
+    typ = _field_types()[key]
+    args = typing.get_args(typ)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), typ) if args else typ
+    if value is None:
+        if optional:
+            return None
+        raise UsageError(f"config key {key!r} needs a value of type {base.__name__}")
+    ok = (
+        (base is bool and isinstance(value, bool))
+        or (base is int and isinstance(value, int) and not isinstance(value, bool))
+        or (base is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+        or (base is str and isinstance(value, str))
+    )
+    if not ok:
+        raise UsageError(
+            f"config key {key!r} must be {base.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return float(value) if base is float else value
+
+
+def _check(cond: bool, key: str, value: Any, need: str) -> None:
+    if not cond:
+        raise UsageError(f"invalid {key}={value!r}: {need}")
+
+
+def validate(cfg: Config) -> Config:
+    """Range checks; returns cfg unchanged or raises UsageError naming the key."""
+    c = cfg
+
+    def finite(x):
+        return isinstance(x, (int, float)) and math.isfinite(x)
+
+    _check(c.batch_size >= 1, "batch_size", c.batch_size, "must be at least 1")
+    _check(finite(c.lr) and c.lr > 0, "lr", c.lr, "must be a positive finite number, e.g. 0.001")
+    _check(c.epochs >= 1, "epochs", c.epochs, "must be at least 1")
+    _check(c.steps is None or c.steps >= 1, "steps", c.steps, "must be at least 1 (or unset to use epochs)")
+    _check(c.depth >= 1, "depth", c.depth, "must be at least 1")
+    _check(c.width >= 1, "width", c.width, "must be at least 1")
+    _check(finite(c.dropout) and 0 <= c.dropout < 1, "dropout", c.dropout, "must be in [0, 1)")
+    _check(finite(c.bn_momentum) and 0 <= c.bn_momentum < 1, "bn_momentum", c.bn_momentum, "must be in [0, 1)")
+    _check(finite(c.bn_epsilon) and c.bn_epsilon > 0, "bn_epsilon", c.bn_epsilon, "must be positive")
+    _check(finite(c.init_std) and c.init_std > 0, "init_std", c.init_std, "must be positive")
+    _check(finite(c.momentum) and 0 <= c.momentum < 1, "momentum", c.momentum, "must be in [0, 1)")
+    _check(c.seed >= 0, "seed", c.seed, "must be 0 or more")
+    _check(c.eval_every is None or c.eval_every >= 1, "eval_every", c.eval_every, "must be at least 1")
+    _check(c.eval_samples >= 1, "eval_samples", c.eval_samples, "must be at least 1")
+    _check(finite(c.target_accuracy) and 0 < c.target_accuracy <= 1, "target_accuracy", c.target_accuracy, "must be in (0, 1]")
+    _check(c.trace_units >= 1, "trace_units", c.trace_units, "must be at least 1")
+    _check(c.probe_size >= 2, "probe_size", c.probe_size, "must be at least 2")
+    _check(c.checkpoint_every is None or c.checkpoint_every >= 1, "checkpoint_every", c.checkpoint_every, "must be at least 1")
+    _check(finite(c.divergence_factor) and c.divergence_factor > 1, "divergence_factor", c.divergence_factor, "must be a finite number above 1")
+    for key, allowed in (("activation", ACTIVATIONS), ("initializer", INITIALIZERS),
+                         ("optimizer", OPTIMIZERS), ("execution", EXECUTIONS)):
+        value = getattr(c, key)
+        _check(value in allowed, key, value, f"choose one of {', '.join(allowed)}{nearest(str(value), allowed)}")
+    _check(bool(c.dataset), "dataset", c.dataset, "must name a dataset; see `bnexp list`")
+    _check(bool(c.results), "results", c.results, "must name a folder")
+    return c
+
+
+@dataclass
+class Experiment:
+    """A config plus what a compare or sweep runs over it."""
+
+    config: Config
+    variants: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    baseline: str | None = None
+    grid: dict[str, list] = field(default_factory=dict)
+    define: dict[str, Any] = field(default_factory=dict)
+    dataset_named: bool = False  # did the user (YAML or flag) name the dataset?
+    source: str | None = None  # the YAML file, if any
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML mapping from `path`, or a UsageError naming the file (and line)."""
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise UsageError(f"config file {str(p)!r} not found; check the path (experiments/ holds examples)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read config file {str(p)!r}: {e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UsageError(f"malformed YAML in {p}{where}: {problem}; fix the file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"{p}: the top level must be a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def parse_set(pairs: list[str] | None) -> dict:
+    """`--set KEY=VALUE` pairs; VALUE is read as YAML (so 1e-3, true, null work)."""
+    import yaml
+
+    out = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--set {pair!r}: write KEY=VALUE, e.g. --set width=512")
+        try:
+            out[key] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            out[key] = raw
+    return out
+
+
+def _seeds(value: Any, where: str) -> list[int]:
+    if isinstance(value, bool):
+        raise UsageError(f"{where}: seeds must be a count or a list of integers")
+    if isinstance(value, int):
+        if value < 1:
+            raise UsageError(f"{where}: seeds must be at least 1, got {value}")
+        return list(range(value))
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
+        return list(dict.fromkeys(value))
+    raise UsageError(f"{where}: seeds must be a count or a non-empty list of integers >= 0, got {value!r}")
+
+
+def load(yaml_path: str | Path | None = None, flags: dict | None = None,
+         set_pairs: list[str] | None = None) -> Experiment:
+    """Resolve defaults < YAML < `--set` < explicit flags into a validated Experiment.
+
+    `flags` holds only the options the user actually passed (None values are dropped);
+    experiment keys (variants, seeds, baseline, grid, define) may appear there too.
+    """
+    values: dict[str, Any] = {}
+    exp_values: dict[str, Any] = {}
+    where = "command line"
+    layers = []
+    if yaml_path is not None:
+        layers.append((str(yaml_path), read_yaml(yaml_path)))
+    layers.append(("--set", parse_set(set_pairs)))
+    layers.append(("command line", {k: v for k, v in (flags or {}).items() if v is not None}))
+    for where, layer in layers:
+        for key, value in layer.items():
+            key = str(key).replace("-", "_") if str(key).replace("-", "_") in CONFIG_KEYS else str(key)
+            if key in EXPERIMENT_KEYS:
+                exp_values[key] = value
+            elif key in CONFIG_KEYS:
+                try:
+                    values[key] = coerce(key, value)
+                except UsageError as e:
+                    raise UsageError(f"{where}: {e}") from None
+            else:
+                valid = CONFIG_KEYS + tuple(EXPERIMENT_KEYS)
+                raise UsageError(f"{where}: unknown key {key!r}{nearest(key, valid)}; valid keys are listed by `bnexp list --keys`")
+    cfg = validate(Config(**values))
+    exp = Experiment(config=cfg, dataset_named="dataset" in values, source=str(yaml_path) if yaml_path else None)
+    if "variants" in exp_values:
+        v = exp_values["variants"]
+        if isinstance(v, str):
+            v = [v]
+        if not (isinstance(v, list) and v and all(isinstance(x, str) for x in v)):
+            raise UsageError("variants must be a non-empty list of variant names, e.g. [plain, bn-pre]")
+        exp.variants = list(dict.fromkeys(v))
+    if "seeds" in exp_values:
+        exp.seeds = _seeds(exp_values["seeds"], "seeds")
+    elif "seed" in values:
+        exp.seeds = [cfg.seed]
+    if "baseline" in exp_values:
+        if not isinstance(exp_values["baseline"], str):
+            raise UsageError("baseline must be a variant name")
+        exp.baseline = exp_values["baseline"]
+    if "grid" in exp_values:
+        exp.grid = _grid(exp_values["grid"], cfg)
+    if "define" in exp_values:
+        if not isinstance(exp_values["define"], dict):
+            raise UsageError("define must map new variant names to layer lists, e.g. {my-net: [dense, act, bn]}")
+        exp.define = exp_values["define"]
+    return exp
+
+
+def _grid(grid: Any, cfg: Config) -> dict[str, list]:
+    if not isinstance(grid, dict) or not grid:
+        raise UsageError("grid must map config keys to lists of values, e.g. {lr: [0.01, 0.1, 1.0]}")
+    out = {}
+    for key, vals in grid.items():
+        if key in ("seed", "dataset", "results", "data_dir"):
+            raise UsageError(f"grid key {key!r} cannot be swept; use seeds: for seeds")
+        if not isinstance(vals, list) or not vals:
+            raise UsageError(f"grid key {key!r} needs a non-empty list of values")
+        checked = [coerce(key, v) for v in vals]
+        for v in checked:
+            validate(dataclasses.replace(cfg, **{key: v}))
+        out[key] = checked
+    return out
+
+
+def result_dict(cfg: Config) -> dict:
+    """The config keys that decide what a run computes (the reuse key's part)."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_RESULT}
+
+
+def digest(obj: Any) -> str:
+    """A short stable hash of a JSON-able object."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def documented_keys() -> list[tuple[str, str, str, str]]:
+    """(key, type, default, the comment beside it in Config) for `bnexp list --keys`."""
+    import inspect
+    import re
+
+    docs = {}
+    for line in inspect.getsource(Config).splitlines():
+        m = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.*)$", line)
+        if m:
+            docs[m.group(1)] = m.group(2)
+    hints = _field_types()
+    return [(f.name, str(hints[f.name]).replace("typing.", "").replace("<class '", "").replace("'>", ""),
+             repr(f.default), docs.get(f.name, "")) for f in fields(Config)]

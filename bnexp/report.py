@@ -1,0 +1,222 @@
+"""Step 6 of the pipeline: records -> rows -> a Rich table, Markdown, CSV or JSON.
+
+Everything here reads flat run records (metrics.json); nothing imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from . import stats
+
+METRICS = ("test_accuracy", "test_loss")
+# column -> True when higher is better; the best value of each is marked
+BEST = {"test_accuracy_mean": True, "test_loss_mean": False, "train_loss_mean": False,
+        "steps_to_target": False, "wall_time_s_mean": False}
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def compare_rows(records: list[dict], baseline: str, target: float) -> list[dict]:
+    """One flat row per (group, variant): stats.compare_table plus convergence and reuse."""
+    rows = stats.compare_table(records, baseline=baseline, metrics=METRICS)
+    for row in rows:
+        mine = [r for r in records if r.get("variant") == row["variant"] and r.get("group", "") == row["group"]]
+        done = [r for r in mine if r.get("status") == "finished"]
+        reached = [stats.steps_to_target(r.get("history") or [], target) for r in done]
+        hit = [s for s in reached if s is not None]
+        row["target_accuracy"] = target
+        row["steps_to_target"] = sum(hit) / len(hit) if hit and len(hit) == len(reached) else None
+        row["n_reached_target"] = len(hit)
+        row["n_reused"] = sum(1 for r in mine if r.get("reused"))
+        row["statuses"] = sorted({r.get("status") for r in mine})
+        row["run_ids"] = [r.get("run_id") for r in mine]
+    return rows
+
+
+def _best(rows: list[dict]) -> dict[str, set[int]]:
+    marks: dict[str, set[int]] = {}
+    groups = {r["group"] for r in rows}
+    for col, higher in BEST.items():
+        marks[col] = set()
+        for g in groups:
+            vals = [(i, r[col]) for i, r in enumerate(rows) if r["group"] == g and _finite(r.get(col))]
+            if len(vals) < 2:
+                continue
+            pick = (max if higher else min)(v for _, v in vals)
+            marks[col] |= {i for i, v in vals if v == pick}
+    return marks
+
+
+def _pm(row, m, digits=4, pct=False) -> str:
+    mean, std = row.get(f"{m}_mean"), row.get(f"{m}_std")
+    if not _finite(mean):
+        return "—"
+    f = (lambda x: f"{100 * x:.2f}") if pct else (lambda x: f"{x:.{digits}f}")
+    return f(mean) + (f" ± {f(std)}" if _finite(std) else "")
+
+
+def _ci(row, m, pct=False) -> str:
+    lo, hi = row.get(f"{m}_ci_low"), row.get(f"{m}_ci_high")
+    if not (_finite(lo) and _finite(hi)):
+        return "—"
+    f = (lambda x: f"{100 * x:.2f}") if pct else (lambda x: f"{x:.4f}")
+    return f"[{f(lo)}, {f(hi)}]"
+
+
+def _diff(row) -> str:
+    d = row.get("test_accuracy_diff")
+    if row.get("test_accuracy_verdict") is None or not _finite(d):
+        return "baseline" if row.get("test_accuracy_verdict") is None else "—"
+    lo, hi, p = row.get("test_accuracy_diff_ci_low"), row.get("test_accuracy_diff_ci_high"), row.get("test_accuracy_p_ttest")
+    ci = f" [{100 * lo:+.2f}, {100 * hi:+.2f}]" if _finite(lo) and _finite(hi) else ""
+    return f"{100 * d:+.2f}{ci}" + (f" p={p:.3g}" if _finite(p) else "")
+
+
+def _notes(row) -> str:
+    notes = []
+    if row.get("n_diverged"):
+        notes.append(f"diverged {row['n_diverged']}/{row['n'] + row['n_diverged']}")
+    if row.get("n_failed"):
+        notes.append(f"failed {row['n_failed']}")
+    if row.get("n_reused"):
+        notes.append(f"reused {row['n_reused']}")
+    return ", ".join(notes)
+
+
+def compare_table(rows: list[dict], baseline: str, title: str = "") -> Table:
+    """The comparison as a Rich table, best value per column in bold green with a ★."""
+    target = rows[0]["target_accuracy"] if rows else 0.8
+    table = Table(title=title or None, caption=f"mean ± std over seeds; Δ and p: paired by seed against {baseline}; "
+                  f"★ best in column; steps: first eval step with test accuracy ≥ {target:.0%}")
+    grouped = any(r["group"] for r in rows)
+    if grouped:
+        table.add_column("group")
+    for name, kw in (("variant", {}), ("n", {"justify": "right"}), ("test acc %", {"justify": "right"}),
+                     ("95% CI", {"justify": "right"}), ("test loss", {"justify": "right"}),
+                     ("train loss", {"justify": "right"}), (f"steps to {target:.0%}", {"justify": "right"}),
+                     ("wall s", {"justify": "right"}), (f"Δ acc vs {baseline} (pts)", {"justify": "right"}),
+                     ("verdict", {}), ("notes", {})):
+        table.add_column(name, **kw)
+    best = _best(rows)
+
+    def mark(i, col, text):
+        return f"[bold green]{text} ★[/]" if i in best.get(col, ()) else text
+
+    for i, r in enumerate(rows):
+        steps = r.get("steps_to_target")
+        cells = [r["variant"], str(r["n"]),
+                 mark(i, "test_accuracy_mean", _pm(r, "test_accuracy", pct=True)), _ci(r, "test_accuracy", pct=True),
+                 mark(i, "test_loss_mean", _pm(r, "test_loss")),
+                 mark(i, "train_loss_mean", f"{r['train_loss_mean']:.4f}" if _finite(r.get("train_loss_mean")) else "—"),
+                 mark(i, "steps_to_target", f"{steps:.0f}" if _finite(steps) else "never" if r["n"] else "—"),
+                 mark(i, "wall_time_s_mean", f"{r['wall_time_s_mean']:.2f}" if _finite(r.get("wall_time_s_mean")) else "—"),
+                 _diff(r), r.get("test_accuracy_verdict") or "", _notes(r)]
+        if r.get("n", 0) == 0 and r.get("n_diverged"):
+            cells[2] = "[red]diverged[/]"
+        table.add_row(*([r["group"]] if grouped else []), *cells)
+    return table
+
+
+def _plain(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if not isinstance(v, (list, dict))} for r in rows]
+
+
+def to_csv(rows: list[dict]) -> str:
+    flat = _plain(rows)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(flat[0]) if flat else [])
+    writer.writeheader()
+    writer.writerows(flat)
+    return buf.getvalue()
+
+
+def to_markdown(rows: list[dict], baseline: str, plot: str | None = None, command: str = "") -> str:
+    """A report for a pull request or README: the table, the verdicts and the plot."""
+    target = rows[0]["target_accuracy"] if rows else 0.8
+    grouped = any(r["group"] for r in rows)
+    head = (["group"] if grouped else []) + ["variant", "n", "test acc % (mean ± std)", "95% CI", "test loss",
+                                           "train loss", f"steps to {target:.0%}", "wall s",
+                                           f"Δ acc vs {baseline} (pts) [95% CI]", "verdict", "notes"]
+    best = _best(rows)
+
+    def b(i, col, text):
+        return f"**{text}**" if i in best.get(col, ()) else text
+
+    lines = []
+    if command:
+        lines += [f"`{command}`", ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, r in enumerate(rows):
+        steps = r.get("steps_to_target")
+        cells = ([r["group"]] if grouped else []) + [
+            r["variant"], str(r["n"]), b(i, "test_accuracy_mean", _pm(r, "test_accuracy", pct=True)),
+            _ci(r, "test_accuracy", pct=True), b(i, "test_loss_mean", _pm(r, "test_loss")),
+            b(i, "train_loss_mean", f"{r['train_loss_mean']:.4f}" if _finite(r.get("train_loss_mean")) else "—"),
+            b(i, "steps_to_target", f"{steps:.0f}" if _finite(steps) else "never" if r["n"] else "—"),
+            b(i, "wall_time_s_mean", f"{r['wall_time_s_mean']:.2f}" if _finite(r.get("wall_time_s_mean")) else "—"),
+            _diff(r), r.get("test_accuracy_verdict") or "", _notes(r)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Mean ± std over seeds; bold: best in column. Δ: paired by seed against {baseline}, "
+              "95% t-interval, paired t-test p-value; verdict at α = 0.05."]
+    if plot:
+        lines += ["", f"![learning curves]({plot})"]
+    return "\n".join(lines) + "\n"
+
+
+def to_json(rows: list[dict], records: list[dict], extra: dict | None = None) -> str:
+    runs_out = [{k: v for k, v in r.items() if k not in ("history", "traces")} for r in records]
+    return json.dumps({**(extra or {}), "rows": rows, "runs": runs_out}, indent=1, default=str)
+
+
+def record_table(rec: dict, title: str = "") -> Table:
+    """Every flat key of a run record (show): identity, metrics, dataset, environment."""
+    table = Table(title=title or rec.get("run_id"), show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for k, v in rec.items():
+        if k in ("history", "traces"):
+            v = f"{len(v)} eval points" if isinstance(v, list) else ("recorded" if v else None)
+        if isinstance(v, dict):
+            v = ", ".join(f"{a}={b}" for a, b in v.items())
+        table.add_row(k, "" if v is None else str(v))
+    return table
+
+
+def flatten(rec: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in rec.items():
+        if k in ("history", "traces", "run_dir"):
+            continue
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def diff(a: dict, b: dict) -> list[tuple[str, object, object]]:
+    """(key, a, b) for every flat key whose values differ, config and environment included."""
+    fa, fb = flatten(a), flatten(b)
+    return [(k, fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
+
+
+def print_json(console: Console, text: str) -> None:
+    console.file.write(text + "\n")
+
+
+def save(path: Path, text: str) -> Path:
+    from .runs import write_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, text)
+    return path

@@ -1,0 +1,431 @@
+"""Step 4 of the pipeline: training one run, fast, resumably, honestly.
+
+Speed: the training set lives in memory as a tensor; each call of the compiled `chunk`
+runs many steps in a `tf.while_loop` (XLA by default), gathering batches by index, with
+no Python between steps. An `Engine` caches one compiled program per graph shape, so the
+runs of a comparison (seeds, learning rates) reuse it: a run only re-seeds the variables.
+
+Honesty: final metrics are computed on the full test and train sets, in inference mode,
+from the very weights saved to model.keras.
+
+Nothing lost: a checkpoint (all model and optimizer variables, the dropout RNG state, the
+step and the partial history) is written every `checkpoint_every` steps; Ctrl-C and
+SIGTERM are deferred to the next chunk boundary, where a checkpoint is saved.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import runs
+from .config import Config
+from .variants import Variant, build_model
+
+EVAL_BATCH = 10_000  # inference batch: large batches are cheap, and bound memory on big sets
+PERCENTILES = (15, 50, 85)  # Ioffe & Szegedy, Figure 1(b, c)
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM arrived; a checkpoint was saved and the run marked interrupted."""
+
+    def __init__(self, signum: int, run_dir: Path):
+        self.signum, self.run_dir = signum, run_dir
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; checkpoint saved in {run_dir}; "
+                         f"run the same command again (or `bnexp train --resume {run_dir.name}`) to resume")
+
+
+def tf():
+    """TensorFlow, imported on first use with its start-up chatter silenced."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow
+
+    return tensorflow
+
+
+def program_key(variant: Variant, cfg: Config, data) -> str:
+    """What decides the compiled graph; runs that share it reuse one program.
+
+    Seed, learning rate and run length are not part of it: they are values fed in.
+    """
+    from .config import digest
+
+    shape_keys = ("depth", "width", "activation", "initializer", "init_std", "use_bias", "bn_drop_bias",
+                  "dropout", "bn_momentum", "bn_epsilon", "optimizer", "momentum", "batch_size",
+                  "execution", "eval_samples", "traces", "trace_units", "probe_size")
+    return digest([variant.spec(), {k: getattr(cfg, k) for k in shape_keys}, data.source.sha256])
+
+
+class Program:
+    """A model, its optimizer and their compiled functions, reused across runs."""
+
+    def __init__(self, variant: Variant, cfg: Config, data, tensors):
+        t = tf()
+        import keras
+
+        self.variant, self.cfg = variant, cfg
+        self.X, self.Y, self.Xt, self.Yt = tensors
+        self.input_shape = tuple(data.image_shape)
+        keras.utils.set_random_seed(cfg.seed)
+        self.model = build_model(variant, cfg, self.input_shape)
+        self.optimizer = {
+            "adam": lambda: keras.optimizers.Adam(cfg.lr),
+            "sgd": lambda: keras.optimizers.SGD(cfg.lr),
+            "momentum": lambda: keras.optimizers.SGD(cfg.lr, momentum=cfg.momentum),
+        }[cfg.optimizer]()
+        self.optimizer.build(self.model.trainable_variables)
+        self.opt_init = [v.numpy() for v in self.optimizer.variables]
+        self.act_names = [l.name for l in self.model.layers if l.name.startswith("act_")]
+        self.bn_layers = [l for l in self.model.layers if isinstance(l, keras.layers.BatchNormalization)]
+        self.probe_model = keras.Model(self.model.inputs, [self.model.get_layer(n).input for n in self.act_names])
+
+        tvars = self.model.trainable_variables
+        model, opt = self.model, self.optimizer
+
+        def step(X, Y, idx):
+            xb, yb = t.gather(X, idx), t.gather(Y, idx)
+            with t.GradientTape() as tape:
+                logits = model(xb, training=True)
+                loss = t.reduce_mean(t.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits))
+            opt.apply_gradients(zip(tape.gradient(loss, tvars), tvars))
+            correct = t.reduce_sum(t.cast(t.equal(t.argmax(logits, -1, output_type=t.int32), yb), t.float32))
+            return loss, correct
+
+        def chunk(X, Y, perm, start, count, ref, factor):
+            """Steps perm[start:start+count]; stops early at a non-finite or exploding loss."""
+
+            def cond(i, sl, sc, ref, bad, last):
+                return t.logical_and(i < start + count, t.logical_not(bad))
+
+            def body(i, sl, sc, ref, bad, last):
+                loss, correct = step(X, Y, perm[i])
+                ref = t.where(ref < 0, loss, ref)  # the run's first-step loss
+                bad = t.logical_or(t.logical_not(t.math.is_finite(loss)), loss > factor * ref)
+                return i + 1, sl + loss, sc + correct, ref, bad, loss
+
+            zero = t.constant(0.0)
+            return t.while_loop(cond, body, (start, zero, zero, ref, t.constant(False), zero))
+
+        def evaluate(x, y):
+            logits = model(x, training=False)
+            loss = t.reduce_sum(t.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+            correct = t.reduce_sum(t.cast(t.equal(t.argmax(logits, -1, output_type=t.int32), y), t.float32))
+            return loss, correct
+
+        def evaluate_batchstats(x, y):
+            h = x
+            for layer in model.layers[1:]:  # BN normalizes with this batch's statistics; dropout stays off
+                h = layer(h, training=isinstance(layer, keras.layers.BatchNormalization))
+            loss = t.reduce_sum(t.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=h))
+            return loss, t.reduce_sum(t.cast(t.equal(t.argmax(h, -1, output_type=t.int32), y), t.float32))
+
+        spec = [t.TensorSpec([None, *self.input_shape], t.float32), t.TensorSpec([None], t.int32)]
+        if cfg.execution == "eager":
+            self.chunk = self._eager_chunk(step)
+            self.evaluate = self.evaluate_subset = evaluate
+            self.evaluate_batchstats = evaluate_batchstats
+            self.probe = lambda x: self.probe_model(x, training=False)
+        else:
+            self.chunk = t.function(chunk, jit_compile=cfg.execution == "xla")
+            self.evaluate = t.function(evaluate, input_signature=spec)
+            # the periodic eval subset has one fixed shape: XLA makes it cheap enough to run often
+            self.evaluate_subset = t.function(evaluate, jit_compile=cfg.execution == "xla")
+            self.evaluate_batchstats = t.function(evaluate_batchstats, input_signature=spec)
+            self.probe = t.function(lambda x: self.probe_model(x, training=False), input_signature=spec[:1])
+
+    def _eager_chunk(self, step):
+        """The lab's style: one Python iteration per step, for debugging."""
+        t = tf()
+
+        def chunk(X, Y, perm, start, count, ref, factor):
+            i, sl, sc, ref, bad, loss = int(start), 0.0, 0.0, float(ref), False, 0.0
+            while i < int(start) + int(count) and not bad:
+                loss, correct = step(X, Y, perm[i])
+                loss = float(loss)
+                ref = loss if ref < 0 else ref
+                bad = not math.isfinite(loss) or loss > float(factor) * ref
+                i, sl, sc = i + 1, sl + loss, sc + float(correct)
+            return tuple(t.constant(v) for v in (i, sl, sc, ref, bad, loss))
+
+        return chunk
+
+    def reset(self, cfg: Config) -> None:
+        """Give the shared model exactly the state a fresh run with `cfg.seed` would get."""
+        import keras
+
+        keras.utils.set_random_seed(cfg.seed)
+        fresh = build_model(self.variant, cfg, self.input_shape)
+        for v, f in zip(self.model.variables, fresh.variables):
+            v.assign(f)
+        for v, init in zip(self.optimizer.variables, self.opt_init):
+            v.assign(init)
+        self.optimizer.learning_rate = cfg.lr
+
+    def state(self) -> list[np.ndarray]:
+        return [v.numpy() for v in self.model.variables] + [v.numpy() for v in self.optimizer.variables]
+
+    def load_state(self, arrays: list[np.ndarray]) -> None:
+        variables = list(self.model.variables) + list(self.optimizer.variables)
+        if len(arrays) != len(variables):
+            raise ValueError(f"checkpoint holds {len(arrays)} arrays, the model needs {len(variables)}")
+        for v, a in zip(variables, arrays):
+            v.assign(a)
+
+    def score(self, x, y, batchstats: bool = False) -> tuple[float, float]:
+        """Mean loss and accuracy over (x, y) in inference mode (or with BN batch statistics)."""
+        if batchstats:
+            saved = [[w.numpy() for w in bn.non_trainable_variables] for bn in self.bn_layers]
+            fn, step = self.evaluate_batchstats, self.cfg.batch_size
+        else:
+            fn, step = self.evaluate, EVAL_BATCH
+        n = int(x.shape[0]) if not batchstats else (int(x.shape[0]) // step) * step
+        loss = correct = 0.0
+        for s in range(0, n, step):
+            l, c = fn(x[s:s + step], y[s:s + step])
+            loss, correct = loss + float(l), correct + float(c)
+        if batchstats:  # calling BN in training mode moved its moving statistics: put them back
+            for bn, ws in zip(self.bn_layers, saved):
+                for w, a in zip(bn.non_trainable_variables, ws):
+                    w.assign(a)
+        return loss / n, correct / n
+
+    def trace(self, probe_x, units: int) -> dict:
+        """Percentiles, mean and variance of each nonlinearity's input on the probe batch."""
+        outs = self.probe(probe_x)
+        outs = [outs] if not isinstance(outs, (list, tuple)) else outs
+        arrays = [np.asarray(o) for o in outs]
+        return {
+            "values": [np.percentile(a[:, :units], PERCENTILES, axis=0).T.tolist() for a in arrays],
+            "mean": [float(a.mean()) for a in arrays],
+            "var": [float(a.var()) for a in arrays],
+        }
+
+
+class Engine:
+    """Compiled programs and device-resident data, shared by the runs of one process."""
+
+    def __init__(self):
+        self.programs: dict[str, Program] = {}
+        self.tensors: dict[str, tuple] = {}
+        self.compiled: set[tuple] = set()
+
+    def program(self, variant: Variant, cfg: Config, data) -> Program:
+        t = tf()
+        sha = data.source.sha256
+        if sha not in self.tensors:
+            shape = tuple(data.image_shape)
+            self.tensors = {sha: (  # keep one dataset resident at a time: memory stays bounded
+                t.constant(data.x_train.reshape((-1, *shape))), t.constant(data.y_train),
+                t.constant(data.x_test.reshape((-1, *shape))), t.constant(data.y_test))}
+            self.programs = {k: p for k, p in self.programs.items() if k.endswith(sha)}
+        key = program_key(variant, cfg, data) + sha
+        if key not in self.programs:
+            self.programs[key] = Program(variant, cfg, data, self.tensors[sha])
+        return self.programs[key]
+
+
+@contextmanager
+def _deferred_signals():
+    """Turn SIGINT/SIGTERM into a flag checked between chunks (a second Ctrl-C kills)."""
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def handler(signum, frame):
+        if caught and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        caught.append(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@dataclass
+class _State:
+    """Everything besides the variables that a resumed run needs to go on exactly."""
+
+    step: int = 0
+    ref_loss: float = -1.0
+    interval_loss: float = 0.0
+    interval_correct: float = 0.0
+    interval_steps: int = 0
+    train_time_s: float = 0.0
+    history: list | None = None
+    traces: dict | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, allow_nan=True)
+
+
+def save_checkpoint(run_dir: Path, prog: Program, st: _State) -> None:
+    buf = io.BytesIO()
+    arrays = prog.state()
+    np.savez(buf, state=np.frombuffer(st.to_json().encode(), dtype=np.uint8), **{f"v{i}": a for i, a in enumerate(arrays)})
+    runs.write_atomic(run_dir / "checkpoint.npz", buf.getvalue())
+
+
+def load_checkpoint(run_dir: Path, prog: Program) -> _State:
+    with np.load(run_dir / "checkpoint.npz") as z:
+        st = _State(**json.loads(bytes(z["state"]).decode()))
+        n = len([k for k in z.files if k.startswith("v")])
+        prog.load_state([z[f"v{i}"] for i in range(n)])
+    return st
+
+
+def _perm(seed: int, epoch: int, n: int, steps: int, batch: int) -> np.ndarray:
+    """The epoch's batches: the whole set shuffled by (seed, epoch), same for every variant."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    return order[: steps * batch].reshape(steps, batch).astype(np.int32)
+
+
+def train(cfg: Config, variant: Variant, data, run_dir: Path, record: dict,
+          engine: Engine | None = None, on_progress: Callable | None = None) -> dict:
+    """Train `variant` under `cfg` into `run_dir` and return its finished record.
+
+    `record` holds the identity and provenance keys (run_id, seed, dataset, env...);
+    this adds the metrics and writes metrics.json, model.keras, checkpoint.npz and tb/.
+    If run_dir holds a checkpoint, training resumes from it.
+    """
+    t = tf()
+    started = time.perf_counter()
+    engine = engine or Engine()
+    prog = engine.program(variant, cfg, data)
+    n_train = int(data.x_train.shape[0])
+    spe = cfg.steps_per_epoch(n_train)
+    if spe < 1:
+        from .errors import UsageError
+
+        raise UsageError(f"batch_size={cfg.batch_size} is larger than the {n_train} training images; lower --batch-size")
+    total = cfg.total_steps(n_train)
+    eval_every = cfg.resolved_eval_every(n_train)
+    ckpt_every = cfg.checkpoint_every or spe
+    Xe, Ye = prog.Xt[: cfg.eval_samples], prog.Yt[: cfg.eval_samples]
+    probe = prog.Xt[: cfg.probe_size]
+
+    prog.reset(cfg)
+    st = _State(history=[], traces=None)
+    if (run_dir / "checkpoint.npz").exists():
+        st = load_checkpoint(run_dir, prog)
+        record["resumed_from_step"] = st.step
+    if cfg.traces and st.traces is None:
+        st.traces = {"layers": prog.act_names, "units": list(range(min(cfg.trace_units, cfg.width))),
+                     "percentiles": list(PERCENTILES), "probe": f"first {cfg.probe_size} test images",
+                     "steps": [], "values": [], "mean": [], "var": [], "mean_drift": [], "var_drift": []}
+
+    # Compile outside the timed loop: a zero-step call traces and compiles without touching state.
+    c0 = time.perf_counter()
+    perm = t.constant(_perm(cfg.seed, st.step // spe, n_train, spe, cfg.batch_size))
+    key = (id(prog), spe)
+    if key not in engine.compiled and cfg.execution != "eager":
+        prog.chunk(prog.X, prog.Y, perm, t.constant(0), t.constant(0), t.constant(-1.0), t.constant(cfg.divergence_factor))
+        engine.compiled.add(key)
+    compile_s = time.perf_counter() - c0
+
+    writer = t.summary.create_file_writer(str(run_dir / "tb"))
+    record.update(status="running", steps_total=total, steps_per_epoch=spe, eval_every=eval_every)
+    runs.write_json(run_dir / "metrics.json", record)
+
+    def eval_point(step: int, final: bool) -> dict:
+        tl = st.interval_loss / max(st.interval_steps, 1)
+        ta = st.interval_correct / max(st.interval_steps, 1)
+        x, y = (prog.Xt, prog.Yt) if final else (Xe, Ye)
+        if final:
+            loss, acc = prog.score(x, y)
+        else:
+            sums = prog.evaluate_subset(x, y)
+            loss, acc = float(sums[0]) / int(x.shape[0]), float(sums[1]) / int(x.shape[0])
+        point = {"step": step, "epoch": round(step / spe, 4), "train_loss": tl, "train_accuracy": ta,
+                 "test_loss": loss, "test_accuracy": acc, "eval_samples": int(x.shape[0])}
+        st.history.append(point)
+        st.interval_loss = st.interval_correct = 0.0
+        st.interval_steps = 0
+        if st.traces is not None:
+            tr = prog.trace(probe, len(st.traces["units"]))
+            prev_m = st.traces["mean"][-1] if st.traces["mean"] else tr["mean"]
+            prev_v = st.traces["var"][-1] if st.traces["var"] else tr["var"]
+            st.traces["steps"].append(step)
+            for k in ("values", "mean", "var"):
+                st.traces[k].append(tr[k])
+            st.traces["mean_drift"].append([a - b for a, b in zip(tr["mean"], prev_m)])
+            st.traces["var_drift"].append([a - b for a, b in zip(tr["var"], prev_v)])
+        with writer.as_default(step=step):
+            for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
+                t.summary.scalar(k, point[k])
+        return point
+
+    diverged = None
+    try:
+        with _deferred_signals() as caught:
+            factor = t.constant(cfg.divergence_factor)
+            while st.step < total:
+                epoch, pos = divmod(st.step, spe)
+                if pos == 0:
+                    perm = t.constant(_perm(cfg.seed, epoch, n_train, spe, cfg.batch_size))
+                nxt = min(total, (st.step // eval_every + 1) * eval_every, (st.step // ckpt_every + 1) * ckpt_every,
+                          (epoch + 1) * spe)
+                c = time.perf_counter()
+                i, sl, sc, ref, bad, last = prog.chunk(prog.X, prog.Y, perm, t.constant(pos), t.constant(nxt - st.step),
+                                                 t.constant(st.ref_loss), factor)
+                done = int(i) - pos
+                st.train_time_s += time.perf_counter() - c
+                st.step += done
+                st.ref_loss = float(ref)
+                st.interval_loss += float(sl)
+                st.interval_correct += float(sc) / cfg.batch_size
+                st.interval_steps += done
+                if bool(bad):
+                    diverged = {"diverged_step": st.step, "diverged_loss": float(last), "first_loss": st.ref_loss}
+                    break
+                if on_progress:
+                    on_progress(st.step, total, st.interval_loss / max(st.interval_steps, 1),
+                                st.interval_correct / max(st.interval_steps, 1))
+                if st.step % eval_every == 0 and st.step < total:
+                    eval_point(st.step, final=False)
+                if st.step % ckpt_every == 0 and st.step < total:
+                    save_checkpoint(run_dir, prog, st)
+                if caught:
+                    save_checkpoint(run_dir, prog, st)
+                    record.update(status="interrupted", step=st.step, history=st.history)
+                    runs.write_json(run_dir / "metrics.json", record)
+                    raise Interrupted(caught[0], run_dir)
+
+        final = eval_point(st.step, final=True)
+        train_loss, train_acc = prog.score(prog.X, prog.Y)
+        if cfg.bn_batchstats_eval:
+            bl, ba = prog.score(prog.Xt, prog.Yt, batchstats=True)
+            record.update(test_loss_batchstats=bl, test_accuracy_batchstats=ba)
+        prog.model.save(run_dir / "model.keras")
+        save_checkpoint(run_dir, prog, st)
+    finally:
+        writer.close()
+
+    samples = st.step * cfg.batch_size
+    record.update(
+        status="diverged" if diverged else "finished",
+        test_accuracy=final["test_accuracy"], test_loss=final["test_loss"],
+        train_accuracy=train_acc, train_loss=train_loss,
+        last_train_loss=final["train_loss"],
+        steps=st.step, epochs_done=round(st.step / spe, 4),
+        wall_time_s=time.perf_counter() - started, train_time_s=st.train_time_s, compile_time_s=compile_s,
+        samples_per_s=samples / st.train_time_s if st.train_time_s > 0 else None,
+        **(diverged or {"diverged_step": None}),
+        history=st.history, traces=st.traces, gpu=runs.gpu_info(),
+    )
+    runs.write_json(run_dir / "metrics.json", record)
+    return record
