@@ -316,7 +316,9 @@ def _compare_like(exp, specs, source, *, baseline, force, retry_failed, json_, f
     curves = plots.curves(records, str(folder / "curves.png"))
     extra_plots = {"curves": curves}
     for key in sweep_keys:
-        extra_plots[f"sweep-{key}"] = plots.sweep(records, key, str(folder / f"sweep-{key}.png"))
+        first = exp.grid[key][0]
+        x = next(iter(first)) if isinstance(first, dict) else key  # a composite grid is plotted by its first key
+        extra_plots[f"sweep-{x}"] = plots.sweep(records, x, str(folder / f"sweep-{x}.png"))
     traced = [r for r in records if r.get("traces") and r.get("status") == "finished"]
     if traced:
         extra_plots["traces"] = plots.traces_compare(traced, str(folder / "traces.png"))

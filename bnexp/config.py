@@ -296,6 +296,8 @@ def load(yaml_path: str | Path | None = None, flags: dict | None = None,
 
 
 def _grid(grid: Any, cfg: Config) -> dict[str, list]:
+    """Each grid key is a config key with a list of values, or a label whose values are
+    mappings of several keys changed together (e.g. batch_size with a scaled lr)."""
     if not isinstance(grid, dict) or not grid:
         raise UsageError("grid must map config keys to lists of values, e.g. {lr: [0.01, 0.1, 1.0]}")
     out = {}
@@ -304,11 +306,24 @@ def _grid(grid: Any, cfg: Config) -> dict[str, list]:
             raise UsageError(f"grid key {key!r} cannot be swept; use seeds: for seeds")
         if not isinstance(vals, list) or not vals:
             raise UsageError(f"grid key {key!r} needs a non-empty list of values")
-        checked = [coerce(key, v) for v in vals]
-        for v in checked:
-            validate(dataclasses.replace(cfg, **{key: v}))
+        if all(isinstance(v, dict) for v in vals):
+            checked = [{k: coerce(k, x) for k, x in v.items()} for v in vals]
+            for v in checked:
+                validate(dataclasses.replace(cfg, **v))
+        elif key not in CONFIG_KEYS:
+            raise UsageError(f"grid key {key!r} is not a config key{nearest(str(key), CONFIG_KEYS)}; "
+                             "give a config key, or a label whose values are mappings of keys")
+        else:
+            checked = [coerce(key, v) for v in vals]
+            for v in checked:
+                validate(dataclasses.replace(cfg, **{key: v}))
         out[key] = checked
     return out
+
+
+def grid_changes(key: str, value: Any) -> dict:
+    """The config changes one grid value stands for."""
+    return dict(value) if isinstance(value, dict) else {key: value}
 
 
 def result_dict(cfg: Config) -> dict:

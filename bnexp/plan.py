@@ -17,7 +17,7 @@ from typing import Callable, Protocol
 import yaml
 
 from . import __version__, runs
-from .config import Config, Experiment, digest, result_dict
+from .config import Config, Experiment, digest, grid_changes, result_dict
 from .errors import BnexpError, UsageError
 from .train import Interrupted
 from .variants import Variant, resolve as resolve_variant
@@ -48,8 +48,10 @@ def plan(exp: Experiment, variants: list[str] | None = None) -> list[RunSpec]:
     points = list(itertools.product(*(exp.grid[k] for k in keys))) or [()]
     specs = []
     for point in points:
-        changes = dict(zip(keys, point))
-        group = " ".join(f"{k}={v}" for k, v in changes.items())
+        changes = {}
+        for k, v in zip(keys, point):
+            changes.update(grid_changes(k, v))
+        group = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in changes.items())
         for variant in resolved:
             for seed in exp.seeds:
                 specs.append(RunSpec(variant, exp.config.replace(seed=seed, **changes), group))

@@ -1,0 +1,152 @@
+"""Real training on the bundled MNIST sample: smoke, honesty, determinism, reuse, divergence, traces."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from bnexp import data
+from bnexp.config import Experiment, load
+from bnexp.evaluate import score_saved
+from bnexp.plan import LocalExecutor, execute, plan, resolve_source
+from bnexp.train import Engine
+
+TINY = ["steps=40", "width=32", "eval_every=10"]
+
+
+def _exp(tmp_path, variants, seeds=(0,), sets=(), **flags) -> Experiment:
+    exp = load(None, {"dataset": "mnist-sample", "results": str(tmp_path), "variants": list(variants),
+                      "seeds": list(seeds), **flags}, TINY + list(sets))
+    return exp
+
+
+def _run(exp, **kw):
+    source = resolve_source(exp)
+    return execute(plan(exp), source, **kw)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return data.load_dataset("mnist-sample")
+
+
+def test_smoke_run_writes_everything_and_reports_what_the_model_scores(tmp_path, sample):
+    out = _run(_exp(tmp_path, ["bn-pre"]))
+    rec = out.records[0]
+    run = tmp_path / rec["run_id"]
+    assert rec["status"] == "finished" and rec["steps"] == 40
+    for f in ("config.yaml", "metrics.json", "model.keras", "checkpoint.npz"):
+        assert (run / f).is_file(), f
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["test_accuracy"] == rec["test_accuracy"]
+    for key in ("dataset", "dataset_source", "dataset_sha256", "n_train", "n_test", "seed", "variant", "config",
+                "python_version", "tensorflow_version", "bnexp_version", "cpu", "samples_per_s", "wall_time_s"):
+        assert saved.get(key) is not None, key
+    assert [h["step"] for h in saved["history"]] == [10, 20, 30, 40]
+    assert saved["history"][-1]["eval_samples"] == 1000  # the final point scores the whole test set
+    # honest numbers: plain Keras scores the saved model exactly as recorded
+    loss, acc = score_saved(run / "model.keras", sample.x_test, sample.y_test, sample.image_shape)
+    assert abs(acc - rec["test_accuracy"]) < 1e-4 and abs(loss - rec["test_loss"]) < 1e-4
+    loss, acc = score_saved(run / "model.keras", sample.x_train, sample.y_train, sample.image_shape)
+    assert abs(acc - rec["train_accuracy"]) < 1e-4
+    assert rec["test_accuracy"] > 0.5  # 40 steps of Adam on real digits learn something
+
+
+def test_same_seed_same_metrics_and_reused_program_equals_separate_run(tmp_path):
+    """Runs that share one compiled program (as a compare's do) get exactly what separate runs get."""
+    together = _run(_exp(tmp_path / "a", ["dropout", "bn-pre"], seeds=(0, 1)))
+    alone = {}
+    for variant in ("dropout", "bn-pre"):
+        exp = _exp(tmp_path / "b", [variant], seeds=(1,))
+        alone[variant] = execute(plan(exp), resolve_source(exp), executor=LocalExecutor()).records[0]
+    for rec in together.records:
+        if rec["seed"] == 1:
+            other = alone[rec["variant"]]
+            # tolerance 0: same ops, same order, same initial state and RNG state
+            assert rec["test_accuracy"] == other["test_accuracy"]
+            assert rec["test_loss"] == pytest.approx(other["test_loss"], abs=1e-6)
+            assert [h["train_loss"] for h in rec["history"]] == pytest.approx([h["train_loss"] for h in other["history"]], abs=1e-6)
+    seed0, seed1 = (r for r in together.records if r["variant"] == "bn-pre")
+    assert seed0["test_loss"] != seed1["test_loss"]  # a seed changes weights, order and masks
+
+
+def test_same_seed_gives_every_variant_the_same_data_order():
+    from bnexp.train import _perm
+
+    a, b = _perm(3, 0, 4000, 31, 128), _perm(3, 0, 4000, 31, 128)
+    assert (a == b).all() and not (a == _perm(3, 1, 4000, 31, 128)).all()
+    assert len(np.unique(a)) == a.size  # an epoch visits each image at most once
+
+
+def test_reuse_force_and_retry(tmp_path):
+    exp = _exp(tmp_path, ["plain"], seeds=(0, 1))
+    first = _run(exp)
+    assert first.trained == 2
+    again = _run(exp)
+    assert again.trained == 0 and again.reused == 2 and all(r.get("reused") for r in again.records)
+    forced = _run(exp, force=True)
+    assert forced.trained == 2
+    # a failed run is reported, not retried, until --retry-failed
+    victim = tmp_path / forced.records[0]["run_id"] / "metrics.json"
+    for rec in list(first.records) + list(forced.records):
+        m = tmp_path / rec["run_id"] / "metrics.json"
+        if rec["seed"] == 0:
+            doc = json.loads(m.read_text())
+            doc["status"] = "failed"
+            m.write_text(json.dumps(doc))
+    assert victim.exists()
+    after = _run(exp)
+    assert after.failed == 1 and after.trained == 0
+    retried = _run(exp, retry_failed=True)
+    assert retried.trained == 1 and retried.reused == 1
+
+
+def test_plain_at_lr_100_is_recorded_as_diverged(tmp_path):
+    exp = _exp(tmp_path, ["plain", "bn-pre"], sets=["lr=100.0"])
+    out = _run(exp)
+    plain = next(r for r in out.records if r["variant"] == "plain")
+    assert plain["status"] == "diverged"
+    assert 1 <= plain["diverged_step"] < 40 and plain["steps"] == plain["diverged_step"]
+    assert not np.isfinite(plain["diverged_loss"]) or plain["diverged_loss"] > 100 * plain["first_loss"]
+    saved = json.loads((tmp_path / plain["run_id"] / "metrics.json").read_text())
+    assert saved["status"] == "diverged"
+
+
+def test_traces_change_nothing_and_match_the_saved_model(tmp_path, sample):
+    with_t = _run(_exp(tmp_path / "t", ["bn-pre"], sets=["traces=true", "dropout=0.5"])).records[0]
+    without = _run(_exp(tmp_path / "n", ["bn-pre"])).records[0]
+    assert [h["train_loss"] for h in with_t["history"]] == [h["train_loss"] for h in without["history"]]
+    m1 = keras.models.load_model(tmp_path / "t" / with_t["run_id"] / "model.keras")
+    m2 = keras.models.load_model(tmp_path / "n" / without["run_id"] / "model.keras")
+    for a, b in zip(m1.variables, m2.variables):  # BN moving statistics included
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    tr = with_t["traces"]
+    assert tr["steps"] == [10, 20, 30, 40] and tr["layers"] == ["act_0", "act_1"]
+    # recompute the last eval point's percentiles from the saved model and the probe batch
+    probe = keras.Model(m1.inputs, [m1.get_layer(n).input for n in tr["layers"]])
+    x = sample.x_test[: 1000].reshape((-1, *sample.image_shape))
+    outs = probe(x, training=False)
+    for layer, out in enumerate(outs):
+        expected = np.percentile(np.asarray(out)[:, : len(tr["units"])], [15, 50, 85], axis=0).T
+        np.testing.assert_allclose(tr["values"][-1][layer], expected, atol=1e-5)
+        assert tr["mean"][-1][layer] == pytest.approx(float(np.mean(out)), abs=1e-5)
+
+
+def test_eager_and_graph_execution_train_too(tmp_path):
+    xla = _run(_exp(tmp_path / "x", ["bn-pre"], sets=["steps=10", "eval_every=5"])).records[0]
+    for mode in ("graph", "eager"):
+        rec = _run(_exp(tmp_path / mode, ["bn-pre"], sets=["steps=10", "eval_every=5", f"execution={mode}"])).records[0]
+        assert rec["status"] == "finished"
+        # same math, different kernels: equal within float32 round-off
+        assert rec["test_loss"] == pytest.approx(xla["test_loss"], rel=1e-3)
+
+
+def test_engine_keeps_one_dataset_resident(sample):
+    eng = Engine()
+    exp = load(None, {"dataset": "mnist-sample"}, TINY)
+    from bnexp.variants import VARIANTS
+
+    eng.program(VARIANTS["plain"], exp.config, sample)
+    assert len(eng.tensors) == 1 and len(eng.programs) == 1
