@@ -486,3 +486,7 @@ def diff(run_a: Annotated[str, typer.Argument()], run_b: Annotated[str, typer.Ar
 
 def main():
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Nothing lost: kill -9 and Ctrl-C mid-run, then resume to the same result; concurrent writers."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+# eager execution makes each step slow enough (a few ms) to interrupt mid-run reliably
+CMD = ["train", "--variant", "dropout", "--dataset", "mnist-sample", "--set", "steps=300", "--set", "width=32",
+       "--set", "eval_every=50", "--set", "checkpoint_every=25", "--set", "execution=eager", "--seed", "3"]
+
+
+def bnexp(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "bnexp.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _wait_for_checkpoint(results: Path, proc, timeout=120):
+    end = time.time() + timeout
+    while time.time() < end:
+        found = list(results.glob("*/checkpoint.npz"))
+        if found:
+            return found[0].parent
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.01)
+    raise AssertionError("no checkpoint appeared")
+
+
+def _final(results: Path) -> dict:
+    runs = [json.loads(p.read_text()) for p in results.glob("*/metrics.json")]
+    assert len(runs) == 1, [r.get("status") for r in runs]
+    return runs[0]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    results = tmp_path_factory.mktemp("whole")
+    proc = bnexp(*CMD, "--results", str(results))
+    assert proc.wait(300) == 0, proc.communicate()
+    return _final(results)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=["kill-9", "ctrl-c", "sigterm"])
+def test_interrupted_run_resumes_to_the_same_metrics(tmp_path, uninterrupted, sig):
+    proc = bnexp(*CMD, "--results", str(tmp_path))
+    run = _wait_for_checkpoint(tmp_path, proc)
+    proc.send_signal(sig)
+    code = proc.wait(60)
+    _, err = proc.communicate()
+    rec = json.loads((run / "metrics.json").read_text())
+    if sig == signal.SIGKILL:
+        assert code == -9 and rec["status"] == "running"  # the lock died with it: read as interrupted
+        from bnexp.runs import read_record
+
+        assert read_record(run)["status"] == "interrupted"
+    else:
+        assert code == (130 if sig == signal.SIGINT else 143), err
+        assert rec["status"] == "interrupted" and "resume" in err and "Traceback" not in err
+        assert 0 < rec["step"] < 300
+    # the same command again resumes the same folder and ends where an uninterrupted run ends
+    again = bnexp(*CMD, "--results", str(tmp_path))
+    assert again.wait(300) == 0, again.communicate()
+    final = _final(tmp_path)
+    assert final["run_id"] == run.name and final["status"] == "finished" and final["resumed_from_step"] > 0
+    for key in ("test_accuracy", "test_loss", "train_loss", "train_accuracy"):
+        assert final[key] == uninterrupted[key], key  # bit-identical on CPU
+    assert [h["test_loss"] for h in final["history"]] == [h["test_loss"] for h in uninterrupted["history"]]
+
+
+def test_resume_by_run_id(tmp_path, uninterrupted):
+    proc = bnexp(*CMD, "--results", str(tmp_path))
+    run = _wait_for_checkpoint(tmp_path, proc)
+    proc.kill()
+    proc.wait(60)
+    again = bnexp("train", "--resume", run.name, "--results", str(tmp_path), "--json")
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    rec = json.loads(out)
+    assert rec["run_id"] == run.name and rec["test_accuracy"] == uninterrupted["test_accuracy"]
+
+
+def test_two_concurrent_trainings_into_one_folder(tmp_path):
+    args = ["train", "--variant", "plain", "--dataset", "mnist-sample", "--set", "steps=30", "--set", "width=16",
+            "--results", str(tmp_path)]
+    procs = [bnexp(*args) for _ in range(2)]
+    for p in procs:
+        assert p.wait(300) == 0, p.communicate()
+    recs = [json.loads(p.read_text()) for p in tmp_path.glob("*/metrics.json")]
+    assert len(recs) == 2 and len({r["run_id"] for r in recs}) == 2
+    assert all(r["status"] == "finished" for r in recs)
+    assert recs[0]["test_accuracy"] == recs[1]["test_accuracy"]  # same config and seed, same result
+    for r in recs:
+        assert (tmp_path / r["run_id"] / "model.keras").stat().st_size > 0
+
+
+def test_reader_sees_only_finished_runs(tmp_path):
+    from bnexp import runs
+
+    run = runs.claim(tmp_path, "plain", 0)
+    lock = runs.Lock(run)
+    assert lock.acquire()
+    runs.write_json(run / "metrics.json", {"schema": 1, "run_id": run.name, "status": "running", "run_key": "k"})
+    assert runs.read_record(run)["status"] == "running"  # locked: another process is on it
+    assert not runs.Lock(run).acquire()
+    lock.release()
+    assert runs.read_record(run)["status"] == "interrupted"
+    assert not [r for r in runs.scan(tmp_path) if r["status"] in runs.DONE]
+
+
+def test_write_atomic_never_leaves_half_a_file(tmp_path, monkeypatch):
+    from bnexp import runs
+    from bnexp.errors import RunFailure
+
+    target = tmp_path / "metrics.json"
+    runs.write_json(target, {"a": 1})
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(RunFailure, match="No space left"):
+        runs.write_json(target, {"a": 2})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
