@@ -310,9 +310,20 @@ def _compare_like(exp, specs, source, *, baseline, force, retry_failed, json_, f
         raise UsageError(f"baseline {base!r} is not among the variants compared: {', '.join(names)}")
     rows = report.compare_rows(records, base, exp.config.target_accuracy)
     results = runs.ensure_results(exp.config.results)
-    cid = f"compare-{time.strftime('%Y%m%d-%H%M%S')}-{digest(sorted(r['run_id'] for r in records))[:6]}"
-    folder = results / cid
-    folder.mkdir()
+    stem = f"compare-{time.strftime('%Y%m%d-%H%M%S')}-{digest(sorted(r['run_id'] for r in records))[:6]}"
+    for n in range(1, 1000):  # the same comparison repeated within a second gets -2, -3, ...
+        cid = stem if n == 1 else f"{stem}-{n}"
+        folder = results / cid
+        try:
+            folder.mkdir()
+            break
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise RunFailure(f"cannot create the report folder {folder}: {e.strerror or e}; "
+                             "check the results folder and run the same command again (finished runs are reused)") from None
+    else:
+        raise RunFailure(f"cannot find a free report folder name {stem}-N in {results}")
     curves = plots.curves(records, str(folder / "curves.png"))
     extra_plots = {"curves": curves}
     for key in sweep_keys:

@@ -33,9 +33,9 @@ def evaluate_run(ref: str, dataset: str | None = None, data_dir: str | None = No
 
 def score_saved(path, x, y, image_shape) -> tuple[float, float]:
     """Mean softmax cross-entropy and accuracy of a saved model, in inference mode."""
-    import os
+    from .train import tf
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tf()  # quietly, before Keras pulls it in
     import keras
     import numpy as np
 

@@ -192,7 +192,7 @@ def environment(argv: list[str] | None = None) -> dict:
         "platform": platform.platform(),
         "cpu": _cpu(),
         "cpu_count": os.cpu_count(),
-        "command": " ".join(argv if argv is not None else sys.argv),
+        "command": " ".join(_command(argv if argv is not None else sys.argv)),
         "cwd": os.getcwd(),
     }
     for pkg in ("tensorflow", "keras", "numpy", "scipy"):
@@ -202,6 +202,14 @@ def environment(argv: list[str] | None = None) -> dict:
             env[f"{pkg}_version"] = None
     env.update(_git())
     return env
+
+
+def _command(argv: list[str]) -> list[str]:
+    import shlex
+
+    head = Path(argv[0]).name if argv else "bnexp"
+    head = "bnexp" if head in ("cli.py", "__main__.py", "bnexp") else head
+    return [head] + [shlex.quote(a) for a in argv[1:]]
 
 
 def gpu_info() -> str:

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -49,8 +50,20 @@ class Interrupted(Exception):
 def tf():
     """TensorFlow, imported on first use with its start-up chatter silenced."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow
+    if "tensorflow" in sys.modules or os.environ["TF_CPP_MIN_LOG_LEVEL"] < "3":
+        import tensorflow
 
+        return tensorflow
+    # TensorFlow's C++ start-up lines (oneDNN, CUDA probing) ignore TF_CPP_MIN_LOG_LEVEL:
+    # hide stderr while it loads; a failed import still raises with its message.
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
     return tensorflow
 
 
