@@ -1,0 +1,68 @@
+"""`compare --json` reports what scipy.stats computes from the runs' own metrics.json files."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import scipy.stats as st
+from typer.testing import CliRunner
+
+from bnexp.cli import app
+
+
+def test_compare_json_equals_scipy_on_the_saved_records(tmp_path):
+    args = ["compare", "plain", "bn-pre", "--dataset", "mnist-sample", "--seeds", "3", "--results", str(tmp_path),
+            "--set", "steps=20", "--set", "width=16", "--set", "eval_every=10", "--json"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    saved = {}
+    for run in doc["runs"]:
+        rec = json.loads((Path(run["run_dir"]) / "metrics.json").read_text())
+        saved[(rec["variant"], rec["seed"])] = rec
+    rows = {r["variant"]: r for r in doc["rows"]}
+    for variant in ("plain", "bn-pre"):
+        acc = np.array([saved[(variant, s)]["test_accuracy"] for s in range(3)])
+        row = rows[variant]
+        assert row["n"] == 3
+        assert row["test_accuracy_mean"] == np.mean(acc)
+        assert np.isclose(row["test_accuracy_std"], np.std(acc, ddof=1))
+        lo, hi = st.t.interval(0.95, 2, loc=acc.mean(), scale=st.sem(acc))
+        assert np.isclose(row["test_accuracy_ci_low"], lo) and np.isclose(row["test_accuracy_ci_high"], hi)
+    base = np.array([saved[("plain", s)]["test_accuracy"] for s in range(3)])
+    cand = np.array([saved[("bn-pre", s)]["test_accuracy"] for s in range(3)])
+    d = cand - base
+    row = rows["bn-pre"]
+    assert np.isclose(row["test_accuracy_diff"], d.mean())
+    assert np.isclose(row["test_accuracy_p_ttest"], st.ttest_rel(cand, base).pvalue, equal_nan=True)
+    lo, hi = st.t.interval(0.95, 2, loc=d.mean(), scale=st.sem(d))
+    assert np.isclose(row["test_accuracy_diff_ci_low"], lo, equal_nan=True)
+    assert row["test_accuracy_verdict"] in ("better", "worse", "no significant difference at n=3")
+    assert Path(doc["plots"]["curves"]).is_file()
+
+    # the same compare again trains nothing and does not import TensorFlow
+    import subprocess
+    import sys
+
+    code = ("import sys; from typer.testing import CliRunner; from bnexp.cli import app; "
+            f"r = CliRunner().invoke(app, {args!r}); assert r.exit_code == 0, r.output; "
+            "import json; d = json.loads(r.stdout); print(d['trained'], d['reused'], 'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["0", "6", "False"], out.stderr
+
+
+def test_markdown_and_csv_reports(tmp_path):
+    args = ["compare", "plain", "bn-post", "--dataset", "mnist-sample", "--seeds", "2", "--results", str(tmp_path),
+            "--set", "steps=10", "--set", "width=8", "--set", "eval_every=5"]
+    md = CliRunner().invoke(app, args + ["--format", "md"])
+    assert md.exit_code == 0, md.output
+    assert "| variant | n | test acc % (mean ± std)" in md.stdout and "| bn-post | 2 |" in md.stdout
+    assert "![learning curves](curves.png)" in md.stdout
+    import csv
+    import io
+
+    out = CliRunner().invoke(app, args + ["--format", "csv"])
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert [r["variant"] for r in rows] == ["plain", "bn-post"] and rows[1]["n_reused"] == "2"
+    folder = sorted(tmp_path.glob("compare-*"))[-1]
+    assert {p.name for p in folder.iterdir()} >= {"compare.json", "report.md", "rows.csv", "curves.png"}
