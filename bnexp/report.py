@@ -28,8 +28,12 @@ def _finite(x) -> bool:
 
 def compare_rows(records: list[dict], baseline: str, target: float) -> list[dict]:
     """One flat row per (group, variant): stats.compare_table plus convergence and reuse."""
-    rows = stats.compare_table(records, baseline=baseline, metrics=METRICS)
+    metrics = METRICS + (("test_accuracy_batchstats",) if any("test_accuracy_batchstats" in r for r in records) else ())
+    rows = stats.compare_table(records, baseline=baseline, metrics=metrics)
+    base_n = {r["group"]: r["n"] for r in rows if r["variant"] == baseline}
     for row in rows:
+        if row["variant"] != baseline and base_n.get(row["group"]) == 0:
+            row["test_accuracy_verdict"] = f"baseline {baseline} has no finished run"
         mine = [r for r in records if r.get("variant") == row["variant"] and r.get("group", "") == row["group"]]
         done = [r for r in mine if r.get("status") == "finished"]
         reached = [stats.steps_to_target(r.get("history") or [], target) for r in done]
@@ -107,6 +111,9 @@ def compare_table(rows: list[dict], baseline: str, title: str = "") -> Table:
                      ("wall s", {"justify": "right"}), (f"Δ acc vs {baseline} (pts)", {"justify": "right"}),
                      ("verdict", {}), ("notes", {})):
         table.add_column(name, **kw)
+    batchstats = any("test_accuracy_batchstats_mean" in r for r in rows)
+    if batchstats:
+        table.add_column("acc % BN batch stats", justify="right")
     best = _best(rows)
 
     def mark(i, col, text):
@@ -123,6 +130,8 @@ def compare_table(rows: list[dict], baseline: str, title: str = "") -> Table:
                  _diff(r), r.get("test_accuracy_verdict") or "", _notes(r)]
         if r.get("n", 0) == 0 and r.get("n_diverged"):
             cells[2] = "[red]diverged[/]"
+        if batchstats:
+            cells.append(_pm(r, "test_accuracy_batchstats", pct=True))
         table.add_row(*([r["group"]] if grouped else []), *cells)
     return table
 
@@ -147,6 +156,8 @@ def to_markdown(rows: list[dict], baseline: str, plot: str | None = None, comman
     head = (["group"] if grouped else []) + ["variant", "n", "test acc % (mean ± std)", "95% CI", "test loss",
                                            "train loss", f"steps to {target:.0%}", "wall s",
                                            f"Δ acc vs {baseline} (pts) [95% CI]", "verdict", "notes"]
+    batchstats = any("test_accuracy_batchstats_mean" in r for r in rows)
+    head += ["acc % BN batch stats"] if batchstats else []
     best = _best(rows)
 
     def b(i, col, text):
@@ -165,6 +176,7 @@ def to_markdown(rows: list[dict], baseline: str, plot: str | None = None, comman
             b(i, "steps_to_target", f"{steps:.0f}" if _finite(steps) else "never" if r["n"] else "—"),
             b(i, "wall_time_s_mean", f"{r['wall_time_s_mean']:.2f}" if _finite(r.get("wall_time_s_mean")) else "—"),
             _diff(r), r.get("test_accuracy_verdict") or "", _notes(r)]
+        cells += [_pm(r, "test_accuracy_batchstats", pct=True)] if batchstats else []
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Mean ± std over seeds; bold: best in column. Δ: paired by seed against {baseline}, "
               "95% t-interval, paired t-test p-value; verdict at α = 0.05."]
