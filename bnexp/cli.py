@@ -56,36 +56,50 @@ def command(fn):
         except BnexpError as e:
             if debug:
                 raise
-            err.print(f"[red]error:[/] {e}", markup=True, highlight=False)
+            err.print(f"[red]error:[/] {_line(e)}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt as e:
             if debug:
                 raise
-            err.print(f"[yellow]{e or 'interrupted'}[/]")
+            err.print(f"[yellow]{_line(e or 'interrupted')}[/]", soft_wrap=True)
             raise typer.Exit(130) from None
         except Exception as e:
             from .train import Interrupted
 
             if isinstance(e, Interrupted):
-                err.print(f"[yellow]{e}[/]")
+                err.print(f"[yellow]{_line(e)}[/]", soft_wrap=True)
                 raise typer.Exit(130 if e.signum == 2 else 143) from None
             if debug:
                 raise
             first = (str(e).splitlines() or [""])[0]
-            err.print(f"[red]error:[/] {type(e).__name__}: {first} (run again with --debug for the traceback)")
+            err.print(f"[red]error:[/] {_line(f'{type(e).__name__}: {first}')} (run again with --debug for the traceback)",
+                      soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
 
 
-@app.callback()
-def _main(debug: Debug_ = False,
-          version: Annotated[bool, typer.Option("--version", help="print the version")] = False):
-    global _debug
-    _debug = debug
-    if version:
+def _line(text) -> str:
+    """A message as one line, printed verbatim: Rich must neither wrap it at the console width
+    nor read its brackets ("e.g. [dense, bn]", a path with "[/x]") as markup."""
+    from rich.markup import escape
+
+    return escape(" ".join(str(text).splitlines()))
+
+
+def _print_version(value: bool):
+    if value:
         out.print(f"bnexp {__version__}")
         raise typer.Exit(0)
+
+
+@app.callback()
+def _main(debug: Debug_ = False,
+          version: Annotated[bool, typer.Option("--version", help="print the version", is_eager=True,
+                                                callback=_print_version)] = False):
+    # --version is eager: it prints and exits before click asks for a command
+    global _debug
+    _debug = debug
 
 
 def _experiment(config, flags: dict, sets, seeds: Optional[int] = None, seed: Optional[list[int]] = None):
@@ -108,7 +122,7 @@ def _source(exp):
 
     source = resolve_source(exp)
     if source.fallback_note:
-        err.print(f"[yellow]note:[/] {source.fallback_note}")
+        err.print(f"[yellow]note:[/] {_line(source.fallback_note)}", soft_wrap=True)
     return source
 
 
@@ -139,7 +153,7 @@ def _events(quiet: bool):
             acc = rec.get("test_accuracy")
             err.print(f"  {spec.label}: {kind}, test acc {acc:.4f}, {rec.get('wall_time_s', 0):.1f}s  [dim]{rec['run_id']}[/]")
         elif kind == "failed":
-            err.print(f"  [red]{spec.label}: failed[/] ({rec.get('error')})  [dim]{rec['run_id']}[/]")
+            err.print(f"  [red]{spec.label}: failed[/] ({_line(rec.get('error'))})  [dim]{rec['run_id']}[/]")
         elif kind == "resuming":
             err.print(f"  {spec.label}: resuming {rec['run_id']}")
         elif kind == "failed-before":
@@ -267,7 +281,7 @@ def _print_run(rec):
     keys = ("run_id", "status", "variant", "seed", "dataset", "n_train", "n_test", "steps", "test_accuracy",
             "test_loss", "train_accuracy", "train_loss", "test_accuracy_batchstats", "diverged_step",
             "wall_time_s", "train_time_s", "samples_per_s", "run_dir", "error")
-    out.print(record_table({k: rec[k] for k in keys if rec.get(k) is not None}))
+    out.print(record_table({k: rec[k] for k in keys if rec.get(k) is not None}), markup=False)  # values verbatim
 
 
 @app.command("eval")
@@ -330,6 +344,9 @@ def _compare_like(exp, specs, source, *, baseline, force, retry_failed, json_, f
         first = exp.grid[key][0]
         x = next(iter(first)) if isinstance(first, dict) else key  # a composite grid is plotted by its first key
         extra_plots[f"sweep-{x}"] = plots.sweep(records, x, str(folder / f"sweep-{x}.png"))
+        if any("test_accuracy_batchstats" in r for r in records):
+            extra_plots[f"sweep-{x}-batchstats"] = plots.sweep(records, x, str(folder / f"sweep-{x}-batchstats.png"),
+                                                               metric="test_accuracy_batchstats")
     traced = [r for r in records if r.get("traces") and r.get("status") == "finished"]
     if traced:
         extra_plots["traces"] = plots.traces_compare(traced, str(folder / "traces.png"))
@@ -354,8 +371,8 @@ def _compare_like(exp, specs, source, *, baseline, force, retry_failed, json_, f
         err.print(f"trained {outcome.trained}, reused {outcome.reused}, resumed {outcome.resumed}, failed {outcome.failed} "
                   f"in {summary['wall_time_s']:.1f}s")
         for name, path in extra_plots.items():
-            err.print(f"{name}: {path}")
-        err.print(f"report: {folder / 'report.md'}")
+            err.print(f"{name}: {path}", markup=False, soft_wrap=True)
+        err.print(f"report: {folder / 'report.md'}", markup=False, soft_wrap=True)
     if outcome.failed:
         raise typer.Exit(1)
 
@@ -417,7 +434,7 @@ def sweep(file: Annotated[Path, typer.Argument(help="sweep YAML with variants, s
                 done[rec.get("run_key")] = rec.get("status")
         except UsageError as e:
             source = None
-            err.print(f"[yellow]note:[/] {e}")
+            err.print(f"[yellow]note:[/] {_line(e)}", soft_wrap=True)
         rows = [{"group": s.group, "variant": s.variant.name, "seed": s.config.seed,
                  "status": done.get(s.key(source.sha256), "to train") if source else "to train"} for s in specs]
         if json_:
@@ -428,7 +445,7 @@ def sweep(file: Annotated[Path, typer.Argument(help="sweep YAML with variants, s
             t.add_column(c)
         for i, r in enumerate(rows, 1):
             t.add_row(str(i), r["group"], r["variant"], str(r["seed"]), r["status"])
-        out.print(t)
+        out.print(t, markup=False)
         return
     source = _source(exp)
     specs = plan(exp)
@@ -450,11 +467,11 @@ def plot(run_refs: Annotated[list[str], typer.Argument(metavar="RUN...", help="r
     if broken:
         raise RunFailure(f"run {broken[0]['run_id']} cannot be read: {broken[0]['problem']}")
     path = out_path or Path(root) / f"plot-{time.strftime('%Y%m%d-%H%M%S')}.png"
-    out.print(f"curves: {plots.curves(records, str(path))}")
+    out.print(f"curves: {plots.curves(records, str(path))}", markup=False, soft_wrap=True)
     traced = [r for r in records if r.get("traces")]
     if traced:
         tpath = path.with_name(path.stem + "-traces.png")
-        out.print(f"traces: {plots.traces_compare(traced, str(tpath))}")
+        out.print(f"traces: {plots.traces_compare(traced, str(tpath))}", markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -468,7 +485,7 @@ def show(run: Annotated[str, typer.Argument(help="run id or folder")], results: 
     if json_:
         out.file.write(json.dumps(rec, default=str) + "\n")
         return
-    out.print(report.record_table(rec))
+    out.print(report.record_table(rec), markup=False)  # paths like results/[exp1] verbatim
     if rec["status"] == "broken":
         raise RunFailure(f"run {rec['run_id']}: {rec['problem']}")
 
@@ -492,7 +509,7 @@ def diff(run_a: Annotated[str, typer.Argument()], run_b: Annotated[str, typer.Ar
         t.add_column(c)
     for k, x, y in rows:
         t.add_row(k, str(x), str(y))
-    out.print(t)
+    out.print(t, markup=False)  # values verbatim: a path or command may hold [brackets]
 
 
 def main():

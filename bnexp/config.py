@@ -111,7 +111,7 @@ def _field_types() -> dict[str, Any]:
 def coerce(key: str, value: Any) -> Any:
     """Check `value` against the type of config field `key`; return it converted."""
     if key not in CONFIG_KEYS:
-        raise UsageError(f"unknown config key {key!r}{nearest(key, CONFIG_KEYS)}; see `bnexp train --help`")
+        raise UsageError(f"unknown config key {key!r}{nearest(str(key), CONFIG_KEYS)}; see `bnexp train --help`")
     typ = _field_types()[key]
     args = typing.get_args(typ)
     optional = type(None) in args
@@ -187,6 +187,31 @@ class Experiment:
     source: str | None = None  # the YAML file, if any
 
 
+_LOADER = None
+
+
+def _yaml_load(text: str) -> Any:
+    """yaml.safe_load, except that `1e-3` is a float, as in YAML 1.2 and Python.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (`1.0e-3`), so `lr: 1e-3` would be
+    the string '1e-3' and be refused as a wrong type.
+    """
+    global _LOADER
+    import re
+
+    import yaml
+
+    if _LOADER is None:
+        class Loader(yaml.SafeLoader):
+            pass
+
+        # checked after the built-in int and float patterns, so it only adds dot-less exponents
+        Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                                     list("-+0123456789"))
+        _LOADER = Loader
+    return yaml.load(text, Loader=_LOADER)
+
+
 def read_yaml(path: str | Path) -> dict:
     """A YAML mapping from `path`, or a UsageError naming the file (and line)."""
     import yaml
@@ -199,7 +224,7 @@ def read_yaml(path: str | Path) -> dict:
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"cannot read config file {str(p)!r}: {e}") from None
     try:
-        data = yaml.safe_load(text)
+        data = _yaml_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -223,7 +248,7 @@ def parse_set(pairs: list[str] | None) -> dict:
         if not sep or not key:
             raise UsageError(f"--set {pair!r}: write KEY=VALUE, e.g. --set width=512")
         try:
-            out[key] = yaml.safe_load(raw) if raw.strip() else None
+            out[key] = _yaml_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             out[key] = raw
     return out

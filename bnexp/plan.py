@@ -127,17 +127,17 @@ def execute(specs: list[RunSpec], source, *, executor: Executor | None = None, r
             out.failed += 1
             emit("failed-before", spec, rec)
             continue
+        if loaded is None:  # decode before claiming a folder: bad data must leave nothing behind
+            loaded = data_mod.load(source)
+        n = loaded.x_train.shape[0]
+        if n // spec.config.batch_size < 1:
+            raise UsageError(f"batch_size={spec.config.batch_size} is larger than the {n} training images; lower --batch-size")
         run_dir, lock, resumed = _take_interrupted(previous) if not force else (None, None, False)
         if run_dir is None:
             run_dir = runs.claim(results, spec.variant.name, spec.config.seed)
             lock = runs.Lock(run_dir)
             lock.acquire()
         try:
-            if loaded is None:
-                loaded = data_mod.load(source)
-                n = loaded.x_train.shape[0]
-                if n // spec.config.batch_size < 1:
-                    raise UsageError(f"batch_size={spec.config.batch_size} is larger than the {n} training images; lower --batch-size")
             env = env or runs.environment()
             record = _base_record(spec, key, run_dir, loaded, env)
             if not resumed:

@@ -145,7 +145,10 @@ def read_record(run: Path) -> dict:
         return {**base, "status": "broken", "problem": f"metrics.json is corrupted ({type(e).__name__})"}
     if not isinstance(rec, dict):
         return {**base, "status": "broken", "problem": "metrics.json is not a JSON object"}
-    if rec.get("schema", 0) > SCHEMA:
+    schema = rec.get("schema", 0)
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        return {**base, "status": "broken", "problem": f"metrics.json has an invalid schema {schema!r}"}
+    if schema > SCHEMA:
         return {**base, "status": "broken",
                 "problem": f"written by a newer bnexp (schema {rec.get('schema')}, bnexp {rec.get('bnexp_version')}); upgrade bnexp"}
     if rec.get("status") not in STATUSES:

@@ -83,6 +83,8 @@ def from_yaml(name: str, spec) -> Variant:
     unknown = set(spec) - {"block", "head", "description"}
     if unknown:
         raise UsageError(f"variant {name!r}: unknown key {sorted(unknown)[0]!r}; use block, head, description")
+    if not isinstance(spec.get("head") or [], list):
+        raise UsageError(f"variant {name!r}: head must be a list of layers, e.g. [bn, act]")
     block, head = tuple(spec["block"]), tuple(spec.get("head") or ())
     for tok in block + head:
         if tok not in TOKENS:
