@@ -150,3 +150,18 @@ def test_engine_keeps_one_dataset_resident(sample):
 
     eng.program(VARIANTS["plain"], exp.config, sample)
     assert len(eng.tensors) == 1 and len(eng.programs) == 1
+
+
+def test_compare_shows_a_diverged_run_and_keeps_going(tmp_path):
+    from typer.testing import CliRunner
+
+    from bnexp.cli import app
+
+    args = ["compare", "plain", "bn-pre", "--dataset", "mnist-sample", "--lr", "100", "--results", str(tmp_path),
+            "--set", "steps=40", "--set", "width=32", "--set", "eval_every=10"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    plain_row = next(line for line in res.stdout.splitlines() if "plain" in line and "│" in line)
+    assert "diverged" in plain_row and "diverged 1/1" in plain_row
+    bn_row = next(line for line in res.stdout.splitlines() if "bn-pre" in line and "│" in line)
+    assert "baseline plain has no finished run" in bn_row or "no finished" in res.stdout
