@@ -97,42 +97,49 @@ def _notes(row) -> str:
     return ", ".join(notes)
 
 
+def _layout(rows: list[dict], baseline: str) -> tuple[list[str], list[list[tuple[str, str | None]]]]:
+    """Headers and, per row, (text, column-for-best-marking) cells, shared by every renderer."""
+    target = rows[0]["target_accuracy"] if rows else 0.8
+    grouped = any(r["group"] for r in rows)
+    batchstats = any("test_accuracy_batchstats_mean" in r for r in rows)
+    head = (["group"] if grouped else []) + [
+        "variant", "n", "test acc % (mean ± std)", "95% CI", "test loss", "train loss", f"steps to {target:.0%}",
+        "wall s", f"Δ acc vs {baseline} (pts) [95% CI]", "verdict", "notes"] + (["acc % BN batch stats"] if batchstats else [])
+
+    def num(r, key, fmt):
+        return fmt.format(r[key]) if _finite(r.get(key)) else "—"
+
+    body = []
+    for r in rows:
+        steps = r.get("steps_to_target")
+        acc = "diverged" if r.get("n", 0) == 0 and r.get("n_diverged") else _pm(r, "test_accuracy", pct=True)
+        cells = ([(r["group"], None)] if grouped else []) + [
+            (r["variant"], None), (str(r["n"]), None), (acc, "test_accuracy_mean"),
+            (_ci(r, "test_accuracy", pct=True), None), (_pm(r, "test_loss"), "test_loss_mean"),
+            (num(r, "train_loss_mean", "{:.4f}"), "train_loss_mean"),
+            (f"{steps:.0f}" if _finite(steps) else "never" if r["n"] else "—", "steps_to_target"),
+            (num(r, "wall_time_s_mean", "{:.2f}"), "wall_time_s_mean"),
+            (_diff(r), None), (r.get("test_accuracy_verdict") or "", None), (_notes(r), None)]
+        if batchstats:
+            cells.append((_pm(r, "test_accuracy_batchstats", pct=True), None))
+        body.append(cells)
+    return head, body
+
+
 def compare_table(rows: list[dict], baseline: str, title: str = "") -> Table:
     """The comparison as a Rich table, best value per column in bold green with a ★."""
+    from rich.markup import escape
+
     target = rows[0]["target_accuracy"] if rows else 0.8
     table = Table(title=title or None, caption=f"mean ± std over seeds; Δ and p: paired by seed against {baseline}; "
                   f"★ best in column; steps: first eval step with test accuracy ≥ {target:.0%}")
-    grouped = any(r["group"] for r in rows)
-    if grouped:
-        table.add_column("group")
-    for name, kw in (("variant", {}), ("n", {"justify": "right"}), ("test acc %", {"justify": "right"}),
-                     ("95% CI", {"justify": "right"}), ("test loss", {"justify": "right"}),
-                     ("train loss", {"justify": "right"}), (f"steps to {target:.0%}", {"justify": "right"}),
-                     ("wall s", {"justify": "right"}), (f"Δ acc vs {baseline} (pts)", {"justify": "right"}),
-                     ("verdict", {}), ("notes", {})):
-        table.add_column(name, **kw)
-    batchstats = any("test_accuracy_batchstats_mean" in r for r in rows)
-    if batchstats:
-        table.add_column("acc % BN batch stats", justify="right")
+    head, body = _layout(rows, baseline)
+    for name in head:
+        table.add_column(name, justify="left" if name in ("group", "variant", "verdict", "notes") else "right")
     best = _best(rows)
-
-    def mark(i, col, text):
-        return f"[bold green]{text} ★[/]" if i in best.get(col, ()) else text
-
-    for i, r in enumerate(rows):
-        steps = r.get("steps_to_target")
-        cells = [r["variant"], str(r["n"]),
-                 mark(i, "test_accuracy_mean", _pm(r, "test_accuracy", pct=True)), _ci(r, "test_accuracy", pct=True),
-                 mark(i, "test_loss_mean", _pm(r, "test_loss")),
-                 mark(i, "train_loss_mean", f"{r['train_loss_mean']:.4f}" if _finite(r.get("train_loss_mean")) else "—"),
-                 mark(i, "steps_to_target", f"{steps:.0f}" if _finite(steps) else "never" if r["n"] else "—"),
-                 mark(i, "wall_time_s_mean", f"{r['wall_time_s_mean']:.2f}" if _finite(r.get("wall_time_s_mean")) else "—"),
-                 _diff(r), r.get("test_accuracy_verdict") or "", _notes(r)]
-        if r.get("n", 0) == 0 and r.get("n_diverged"):
-            cells[2] = "[red]diverged[/]"
-        if batchstats:
-            cells.append(_pm(r, "test_accuracy_batchstats", pct=True))
-        table.add_row(*([r["group"]] if grouped else []), *cells)
+    for i, cells in enumerate(body):
+        table.add_row(*(f"[bold green]{escape(t)} ★[/]" if col and i in best.get(col, ()) else
+                        "[red]diverged[/]" if t == "diverged" else escape(t) for t, col in cells))
     return table
 
 
@@ -151,33 +158,12 @@ def to_csv(rows: list[dict]) -> str:
 
 def to_markdown(rows: list[dict], baseline: str, plot: str | None = None, command: str = "") -> str:
     """A report for a pull request or README: the table, the verdicts and the plot."""
-    target = rows[0]["target_accuracy"] if rows else 0.8
-    grouped = any(r["group"] for r in rows)
-    head = (["group"] if grouped else []) + ["variant", "n", "test acc % (mean ± std)", "95% CI", "test loss",
-                                           "train loss", f"steps to {target:.0%}", "wall s",
-                                           f"Δ acc vs {baseline} (pts) [95% CI]", "verdict", "notes"]
-    batchstats = any("test_accuracy_batchstats_mean" in r for r in rows)
-    head += ["acc % BN batch stats"] if batchstats else []
+    head, body = _layout(rows, baseline)
     best = _best(rows)
-
-    def b(i, col, text):
-        return f"**{text}**" if i in best.get(col, ()) else text
-
-    lines = []
-    if command:
-        lines += [f"`{command}`", ""]
+    lines = [f"`{command}`", ""] if command else []
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for i, r in enumerate(rows):
-        steps = r.get("steps_to_target")
-        cells = ([r["group"]] if grouped else []) + [
-            r["variant"], str(r["n"]), b(i, "test_accuracy_mean", _pm(r, "test_accuracy", pct=True)),
-            _ci(r, "test_accuracy", pct=True), b(i, "test_loss_mean", _pm(r, "test_loss")),
-            b(i, "train_loss_mean", f"{r['train_loss_mean']:.4f}" if _finite(r.get("train_loss_mean")) else "—"),
-            b(i, "steps_to_target", f"{steps:.0f}" if _finite(steps) else "never" if r["n"] else "—"),
-            b(i, "wall_time_s_mean", f"{r['wall_time_s_mean']:.2f}" if _finite(r.get("wall_time_s_mean")) else "—"),
-            _diff(r), r.get("test_accuracy_verdict") or "", _notes(r)]
-        cells += [_pm(r, "test_accuracy_batchstats", pct=True)] if batchstats else []
-        lines.append("| " + " | ".join(cells) + " |")
+    for i, cells in enumerate(body):
+        lines.append("| " + " | ".join(f"**{t}**" if col and i in best.get(col, ()) else t for t, col in cells) + " |")
     lines += ["", f"Mean ± std over seeds; bold: best in column. Δ: paired by seed against {baseline}, "
               "95% t-interval, paired t-test p-value; verdict at α = 0.05."]
     if plot:
