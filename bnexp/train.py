@@ -115,8 +115,12 @@ class Program:
             correct = t.reduce_sum(t.cast(t.equal(t.argmax(logits, -1, output_type=t.int32), yb), t.float32))
             return loss, correct
 
-        def chunk(X, Y, perm, start, count, ref, factor):
-            """Steps perm[start:start+count]; stops early at a non-finite or exploding loss."""
+        def chunk(X, Y, perm, start, count, ref, factor, Xe, Ye, do_eval):
+            """Steps perm[start:start+count]; stops early at a non-finite or exploding loss.
+
+            With do_eval it then scores (Xe, Ye) in the same call: an eval point costs
+            only its arithmetic, not another call and sync.
+            """
 
             def cond(i, sl, sc, ref, bad, last):
                 return t.logical_and(i < start + count, t.logical_not(bad))
@@ -128,7 +132,9 @@ class Program:
                 return i + 1, sl + loss, sc + correct, ref, bad, loss
 
             zero = t.constant(0.0)
-            return t.while_loop(cond, body, (start, zero, zero, ref, t.constant(False), zero))
+            out = t.while_loop(cond, body, (start, zero, zero, ref, t.constant(False), zero))
+            sums = t.cond(do_eval, lambda: evaluate(Xe, Ye), lambda: (zero, zero))
+            return (*out, *sums)
 
         def evaluate(x, y):
             logits = model(x, training=False)
@@ -145,23 +151,21 @@ class Program:
 
         spec = [t.TensorSpec([None, *self.input_shape], t.float32), t.TensorSpec([None], t.int32)]
         if cfg.execution == "eager":
-            self.chunk = self._eager_chunk(step)
-            self.evaluate = self.evaluate_subset = evaluate
+            self.chunk = self._eager_chunk(step, evaluate)
+            self.evaluate = evaluate
             self.evaluate_batchstats = evaluate_batchstats
             self.probe = lambda x: self.probe_model(x, training=False)
         else:
             self.chunk = t.function(chunk, jit_compile=cfg.execution == "xla")
             self.evaluate = t.function(evaluate, input_signature=spec)
-            # the periodic eval subset has one fixed shape: XLA makes it cheap enough to run often
-            self.evaluate_subset = t.function(evaluate, jit_compile=cfg.execution == "xla")
             self.evaluate_batchstats = t.function(evaluate_batchstats, input_signature=spec)
             self.probe = t.function(lambda x: self.probe_model(x, training=False), input_signature=spec[:1])
 
-    def _eager_chunk(self, step):
+    def _eager_chunk(self, step, evaluate):
         """The lab's style: one Python iteration per step, for debugging."""
         t = tf()
 
-        def chunk(X, Y, perm, start, count, ref, factor):
+        def chunk(X, Y, perm, start, count, ref, factor, Xe, Ye, do_eval):
             i, sl, sc, ref, bad, loss = int(start), 0.0, 0.0, float(ref), False, 0.0
             while i < int(start) + int(count) and not bad:
                 loss, correct = step(X, Y, perm[i])
@@ -169,7 +173,8 @@ class Program:
                 ref = loss if ref < 0 else ref
                 bad = not math.isfinite(loss) or loss > float(factor) * ref
                 i, sl, sc = i + 1, sl + loss, sc + float(correct)
-            return tuple(t.constant(v) for v in (i, sl, sc, ref, bad, loss))
+            sums = evaluate(Xe, Ye) if bool(do_eval) else (0.0, 0.0)
+            return tuple(t.constant(v) for v in (i, sl, sc, ref, bad, loss, *sums))
 
         return chunk
 
@@ -301,6 +306,17 @@ def load_checkpoint(run_dir: Path, prog: Program) -> _State:
     return st
 
 
+def _write_tensorboard(folder: Path, history: list[dict]) -> None:
+    """The eval history as TensorBoard scalars, written once the run ends (no cost per eval point)."""
+    t = tf()
+    writer = t.summary.create_file_writer(str(folder))
+    with writer.as_default():
+        for point in history:
+            for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
+                t.summary.scalar(k, point[k], step=point["step"])
+    writer.close()
+
+
 def _perm(seed: int, epoch: int, n: int, steps: int, batch: int) -> np.ndarray:
     """The epoch's batches: the whole set shuffled by (seed, epoch), same for every variant."""
     order = np.random.default_rng([seed, epoch]).permutation(n)
@@ -346,25 +362,26 @@ def train(cfg: Config, variant: Variant, data, run_dir: Path, record: dict,
     perm = t.constant(_perm(cfg.seed, st.step // spe, n_train, spe, cfg.batch_size))
     key = (id(prog), spe)
     if key not in engine.compiled and cfg.execution != "eager":
-        prog.chunk(prog.X, prog.Y, perm, t.constant(0), t.constant(0), t.constant(-1.0), t.constant(cfg.divergence_factor))
+        prog.chunk(prog.X, prog.Y, perm, t.constant(0), t.constant(0), t.constant(-1.0),
+                   t.constant(cfg.divergence_factor), Xe, Ye, t.constant(False))
         engine.compiled.add(key)
     compile_s = time.perf_counter() - c0
 
-    writer = t.summary.create_file_writer(str(run_dir / "tb"))
     record.update(status="running", steps_total=total, steps_per_epoch=spe, eval_every=eval_every)
     runs.write_json(run_dir / "metrics.json", record)
 
-    def eval_point(step: int, final: bool) -> dict:
+    def eval_point(step: int, sums=None) -> dict:
+        """Record an eval point: `sums` from the chunk's subset eval, or None to score all test images."""
         tl = st.interval_loss / max(st.interval_steps, 1)
         ta = st.interval_correct / max(st.interval_steps, 1)
-        x, y = (prog.Xt, prog.Yt) if final else (Xe, Ye)
-        if final:
-            loss, acc = prog.score(x, y)
+        if sums is None:
+            n = int(prog.Xt.shape[0])
+            loss, acc = prog.score(prog.Xt, prog.Yt)
         else:
-            sums = prog.evaluate_subset(x, y)
-            loss, acc = float(sums[0]) / int(x.shape[0]), float(sums[1]) / int(x.shape[0])
+            n = int(Xe.shape[0])
+            loss, acc = float(sums[0]) / n, float(sums[1]) / n
         point = {"step": step, "epoch": round(step / spe, 4), "train_loss": tl, "train_accuracy": ta,
-                 "test_loss": loss, "test_accuracy": acc, "eval_samples": int(x.shape[0])}
+                 "test_loss": loss, "test_accuracy": acc, "eval_samples": n}
         st.history.append(point)
         st.interval_loss = st.interval_correct = 0.0
         st.interval_steps = 0
@@ -377,56 +394,53 @@ def train(cfg: Config, variant: Variant, data, run_dir: Path, record: dict,
                 st.traces[k].append(tr[k])
             st.traces["mean_drift"].append([a - b for a, b in zip(tr["mean"], prev_m)])
             st.traces["var_drift"].append([a - b for a, b in zip(tr["var"], prev_v)])
-        with writer.as_default(step=step):
-            for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
-                t.summary.scalar(k, point[k])
         return point
 
     diverged = None
-    try:
-        with _deferred_signals() as caught:
-            factor = t.constant(cfg.divergence_factor)
-            while st.step < total:
-                epoch, pos = divmod(st.step, spe)
-                if pos == 0:
-                    perm = t.constant(_perm(cfg.seed, epoch, n_train, spe, cfg.batch_size))
-                nxt = min(total, (st.step // eval_every + 1) * eval_every, (st.step // ckpt_every + 1) * ckpt_every,
-                          (epoch + 1) * spe)
-                c = time.perf_counter()
-                i, sl, sc, ref, bad, last = prog.chunk(prog.X, prog.Y, perm, t.constant(pos), t.constant(nxt - st.step),
-                                                 t.constant(st.ref_loss), factor)
-                done = int(i) - pos
-                st.train_time_s += time.perf_counter() - c
-                st.step += done
-                st.ref_loss = float(ref)
-                st.interval_loss += float(sl)
-                st.interval_correct += float(sc) / cfg.batch_size
-                st.interval_steps += done
-                if bool(bad):
-                    diverged = {"diverged_step": st.step, "diverged_loss": float(last), "first_loss": st.ref_loss}
-                    break
-                if on_progress:
-                    on_progress(st.step, total, st.interval_loss / max(st.interval_steps, 1),
-                                st.interval_correct / max(st.interval_steps, 1))
-                if st.step % eval_every == 0 and st.step < total:
-                    eval_point(st.step, final=False)
-                if st.step % ckpt_every == 0 and st.step < total:
-                    save_checkpoint(run_dir, prog, st)
-                if caught:
-                    save_checkpoint(run_dir, prog, st)
-                    record.update(status="interrupted", step=st.step, history=st.history)
-                    runs.write_json(run_dir / "metrics.json", record)
-                    raise Interrupted(caught[0], run_dir)
+    with _deferred_signals() as caught:
+        factor = t.constant(cfg.divergence_factor)
+        while st.step < total:
+            epoch, pos = divmod(st.step, spe)
+            if pos == 0:
+                perm = t.constant(_perm(cfg.seed, epoch, n_train, spe, cfg.batch_size))
+            nxt = min(total, (st.step // eval_every + 1) * eval_every, (st.step // ckpt_every + 1) * ckpt_every,
+                      (epoch + 1) * spe)
+            evaluating = nxt % eval_every == 0 and nxt < total
+            c = time.perf_counter()
+            i, sl, sc, ref, bad, last, el, ec = prog.chunk(
+                prog.X, prog.Y, perm, t.constant(pos), t.constant(nxt - st.step), t.constant(st.ref_loss), factor,
+                Xe, Ye, t.constant(evaluating))
+            done = int(i) - pos
+            st.train_time_s += time.perf_counter() - c
+            st.step += done
+            st.ref_loss = float(ref)
+            st.interval_loss += float(sl)
+            st.interval_correct += float(sc) / cfg.batch_size
+            st.interval_steps += done
+            if bool(bad):
+                diverged = {"diverged_step": st.step, "diverged_loss": float(last), "first_loss": st.ref_loss}
+                break
+            if on_progress:
+                on_progress(st.step, total, st.interval_loss / max(st.interval_steps, 1),
+                            st.interval_correct / max(st.interval_steps, 1))
+            if evaluating:
+                eval_point(st.step, (el, ec))
+            if st.step % ckpt_every == 0 and st.step < total:
+                save_checkpoint(run_dir, prog, st)
+            if caught:
+                save_checkpoint(run_dir, prog, st)
+                record.update(status="interrupted", step=st.step, history=st.history)
+                runs.write_json(run_dir / "metrics.json", record)
+                raise Interrupted(caught[0], run_dir)
 
-        final = eval_point(st.step, final=True)
-        train_loss, train_acc = prog.score(prog.X, prog.Y)
-        if cfg.bn_batchstats_eval:
-            bl, ba = prog.score(prog.Xt, prog.Yt, batchstats=True)
-            record.update(test_loss_batchstats=bl, test_accuracy_batchstats=ba)
-        prog.model.save(run_dir / "model.keras")
-        save_checkpoint(run_dir, prog, st)
-    finally:
-        writer.close()
+    final = eval_point(st.step)
+    train_loss, train_acc = prog.score(prog.X, prog.Y)
+    if cfg.bn_batchstats_eval:
+        bl, ba = prog.score(prog.Xt, prog.Yt, batchstats=True)
+        record.update(test_loss_batchstats=bl, test_accuracy_batchstats=ba)
+    prog.model.save(run_dir / "model.keras")
+    save_checkpoint(run_dir, prog, st)
+    _write_tensorboard(run_dir / "tb", st.history)
 
     samples = st.step * cfg.batch_size
     record.update(
@@ -435,7 +449,8 @@ def train(cfg: Config, variant: Variant, data, run_dir: Path, record: dict,
         train_accuracy=train_acc, train_loss=train_loss,
         last_train_loss=final["train_loss"],
         steps=st.step, epochs_done=round(st.step / spe, 4),
-        wall_time_s=time.perf_counter() - started, train_time_s=st.train_time_s, compile_time_s=compile_s,
+        wall_time_s=time.perf_counter() - started, train_time_s=st.train_time_s,  # compiled calls: steps + eval points
+        compile_time_s=compile_s,
         samples_per_s=samples / st.train_time_s if st.train_time_s > 0 else None,
         **(diverged or {"diverged_step": None}),
         history=st.history, traces=st.traces, gpu=runs.gpu_info(),
