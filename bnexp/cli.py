@@ -147,6 +147,9 @@ def _progress_bar(spec, quiet: bool):
 
 def _events(quiet: bool):
     def emit(kind, spec, rec):
+        if kind == "broken":  # even with --json: stderr only
+            err.print(f"[yellow]note:[/] skipping run folder {_line(rec['run_id'])}: {_line(rec['problem'])}", soft_wrap=True)
+            return
         if quiet:
             return
         if kind in ("finished", "diverged"):

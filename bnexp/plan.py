@@ -105,7 +105,9 @@ def execute(specs: list[RunSpec], source, *, executor: Executor | None = None, r
     results = runs.ensure_results(specs[0].config.results)
     by_key: dict[str, list[dict]] = {}
     for rec in runs.scan(results):
-        if rec.get("run_key"):
+        if rec["status"] == "broken":
+            emit("broken", None, rec)  # never reused, never touched: say so and go on
+        elif rec.get("run_key"):
             by_key.setdefault(rec["run_key"], []).append(rec)
     loaded = None
     out = Outcome()
