@@ -50,6 +50,7 @@ class Interrupted(Exception):
 def tf():
     """TensorFlow, imported on first use with its start-up chatter silenced."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _xla_cache()
     if "tensorflow" in sys.modules or os.environ["TF_CPP_MIN_LOG_LEVEL"] < "3":
         import tensorflow
 
@@ -65,6 +66,25 @@ def tf():
         os.dup2(saved, 2)
         os.close(saved)
     return tensorflow
+
+
+def _compact(x: np.ndarray) -> np.ndarray:
+    """uint8 when x is exactly k/255 (so the graph's cast and /255 give back the same float32 bits)."""
+    u8 = np.rint(x * 255.0).clip(0, 255).astype(np.uint8)
+    return u8 if np.array_equal(u8.astype(np.float32) / np.float32(255.0), x) else x
+
+
+def _xla_cache() -> None:
+    """Keep XLA's compiled programs on disk so the next process skips compiling (about 1 s a shape)."""
+    flags = os.environ.get("TF_XLA_FLAGS", "")
+    if "tf_xla_persistent_cache_directory" in flags or os.environ.get("BNEXP_XLA_CACHE") == "0":
+        return
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bnexp" / "xla"
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return  # no cache, just slower
+    os.environ["TF_XLA_FLAGS"] = f"{flags} --tf_xla_persistent_cache_directory={cache}".strip()
 
 
 def program_key(variant: Variant, cfg: Config, data) -> str:
@@ -107,7 +127,7 @@ class Program:
         model, opt = self.model, self.optimizer
 
         def step(X, Y, idx):
-            xb, yb = t.gather(X, idx), t.gather(Y, idx)
+            xb, yb = pixels(t.gather(X, idx)), t.gather(Y, idx)
             with t.GradientTape() as tape:
                 logits = model(xb, training=True)
                 loss = t.reduce_mean(t.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits))
@@ -115,66 +135,92 @@ class Program:
             correct = t.reduce_sum(t.cast(t.equal(t.argmax(logits, -1, output_type=t.int32), yb), t.float32))
             return loss, correct
 
-        def chunk(X, Y, perm, start, count, ref, factor, Xe, Ye, do_eval):
-            """Steps perm[start:start+count]; stops early at a non-finite or exploding loss.
+        def chunk(X, Y, perm, start, count, gstep, total, every, ref, factor, isl, isc, Xe, Ye):
+            """Steps perm[start:start+count], the run's steps gstep+1.. ; stops early at a
+            non-finite or exploding loss.
 
-            With do_eval it then scores (Xe, Ye) in the same call: an eval point costs
-            only its arithmetic, not another call and sync.
+            After each step whose number is a multiple of `every` (and below `total`) it
+            scores (Xe, Ye) in place and records a row (step, train-loss sum, train-correct
+            sum since the last point, test-loss sum, test-correct sum): a whole epoch with
+            its eval points is one call, so an eval point costs only its arithmetic.
             """
+            rows = t.zeros([perm.shape[0] + 1, 5])
 
-            def cond(i, sl, sc, ref, bad, last):
+            def cond(i, ref, bad, last, isl, isc, k, rows):
                 return t.logical_and(i < start + count, t.logical_not(bad))
 
-            def body(i, sl, sc, ref, bad, last):
+            def body(i, ref, bad, last, isl, isc, k, rows):
                 loss, correct = step(X, Y, perm[i])
                 ref = t.where(ref < 0, loss, ref)  # the run's first-step loss
                 bad = t.logical_or(t.logical_not(t.math.is_finite(loss)), loss > factor * ref)
-                return i + 1, sl + loss, sc + correct, ref, bad, loss
+                g = gstep + (i - start) + 1
+                isl, isc = isl + loss, isc + correct
 
-            zero = t.constant(0.0)
-            out = t.while_loop(cond, body, (start, zero, zero, ref, t.constant(False), zero))
-            sums = t.cond(do_eval, lambda: evaluate(Xe, Ye), lambda: (zero, zero))
-            return (*out, *sums)
+                def record():
+                    el, ec = evaluate(Xe, Ye)
+                    row = t.stack([t.cast(g, t.float32), isl, isc, el, ec])
+                    return t.tensor_scatter_nd_update(rows, [[k]], [row]), k + 1, t.zeros_like(isl), t.zeros_like(isc)
+
+                point = t.logical_and(t.logical_and(g % every == 0, g < total), t.logical_not(bad))
+                rows, k, isl, isc = t.cond(point, record, lambda: (rows, k, isl, isc))
+                return i + 1, ref, bad, loss, isl, isc, k, rows
+
+            return t.while_loop(cond, body, (start, ref, t.constant(False), t.constant(0.0), isl, isc,
+                                             t.constant(0), rows))
+
+        # Images live on the device as uint8 (a quarter of the memory). A 256-entry table gives back
+        # exactly numpy's float32 k/255; computing /255 in the graph may differ in the last bit.
+        lut = t.constant(np.arange(256, dtype=np.float32) / np.float32(255.0))
+
+        def pixels(x):
+            return x if x.dtype == t.float32 else t.gather(lut, t.cast(x, t.int32))
 
         def evaluate(x, y):
-            logits = model(x, training=False)
+            logits = model(pixels(x), training=False)
             loss = t.reduce_sum(t.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
             correct = t.reduce_sum(t.cast(t.equal(t.argmax(logits, -1, output_type=t.int32), y), t.float32))
             return loss, correct
 
         def evaluate_batchstats(x, y):
-            h = x
+            h = pixels(x)
             for layer in model.layers[1:]:  # BN normalizes with this batch's statistics; dropout stays off
                 h = layer(h, training=isinstance(layer, keras.layers.BatchNormalization))
             loss = t.reduce_sum(t.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=h))
             return loss, t.reduce_sum(t.cast(t.equal(t.argmax(h, -1, output_type=t.int32), y), t.float32))
 
-        spec = [t.TensorSpec([None, *self.input_shape], t.float32), t.TensorSpec([None], t.int32)]
+        spec = [t.TensorSpec([None, *self.input_shape], self.X.dtype), t.TensorSpec([None], t.int32)]
         if cfg.execution == "eager":
             self.chunk = self._eager_chunk(step, evaluate)
             self.evaluate = evaluate
             self.evaluate_batchstats = evaluate_batchstats
-            self.probe = lambda x: self.probe_model(x, training=False)
+            self.probe = lambda x: self.probe_model(pixels(x), training=False)
         else:
             self.chunk = t.function(chunk, jit_compile=cfg.execution == "xla")
             self.evaluate = t.function(evaluate, input_signature=spec)
             self.evaluate_batchstats = t.function(evaluate_batchstats, input_signature=spec)
-            self.probe = t.function(lambda x: self.probe_model(x, training=False), input_signature=spec[:1])
+            self.probe = t.function(lambda x: self.probe_model(pixels(x), training=False), input_signature=spec[:1])
 
     def _eager_chunk(self, step, evaluate):
         """The lab's style: one Python iteration per step, for debugging."""
         t = tf()
 
-        def chunk(X, Y, perm, start, count, ref, factor, Xe, Ye, do_eval):
-            i, sl, sc, ref, bad, loss = int(start), 0.0, 0.0, float(ref), False, 0.0
+        def chunk(X, Y, perm, start, count, gstep, total, every, ref, factor, isl, isc, Xe, Ye):
+            i, ref, bad, loss, isl, isc = int(start), float(ref), False, 0.0, float(isl), float(isc)
+            rows = []
             while i < int(start) + int(count) and not bad:
                 loss, correct = step(X, Y, perm[i])
                 loss = float(loss)
                 ref = loss if ref < 0 else ref
                 bad = not math.isfinite(loss) or loss > float(factor) * ref
-                i, sl, sc = i + 1, sl + loss, sc + float(correct)
-            sums = evaluate(Xe, Ye) if bool(do_eval) else (0.0, 0.0)
-            return tuple(t.constant(v) for v in (i, sl, sc, ref, bad, loss, *sums))
+                g = int(gstep) + i - int(start) + 1
+                i, isl, isc = i + 1, isl + loss, isc + float(correct)
+                if g % int(every) == 0 and g < int(total) and not bad:
+                    el, ec = evaluate(Xe, Ye)
+                    rows.append([g, isl, isc, float(el), float(ec)])
+                    isl = isc = 0.0
+            table = t.constant(rows or np.zeros((0, 5)), dtype=t.float32)
+            return (t.constant(i), t.constant(ref), t.constant(bad), t.constant(loss), t.constant(isl),
+                    t.constant(isc), t.constant(len(rows)), table)
 
         return chunk
 
@@ -244,8 +290,8 @@ class Engine:
         if sha not in self.tensors:
             shape = tuple(data.image_shape)
             self.tensors = {sha: (  # keep one dataset resident at a time: memory stays bounded
-                t.constant(data.x_train.reshape((-1, *shape))), t.constant(data.y_train),
-                t.constant(data.x_test.reshape((-1, *shape))), t.constant(data.y_test))}
+                t.constant(_compact(data.x_train).reshape((-1, *shape))), t.constant(data.y_train),
+                t.constant(_compact(data.x_test).reshape((-1, *shape))), t.constant(data.y_test))}
             self.programs = {k: p for k, p in self.programs.items() if k.endswith(sha)}
         key = program_key(variant, cfg, data) + sha
         if key not in self.programs:
@@ -280,9 +326,9 @@ class _State:
 
     step: int = 0
     ref_loss: float = -1.0
-    interval_loss: float = 0.0
-    interval_correct: float = 0.0
-    interval_steps: int = 0
+    interval_loss: float = 0.0  # training-loss sum since the last eval point
+    interval_correct: float = 0.0  # correct training predictions since the last eval point
+    last_point: int = 0  # step of the last eval point
     train_time_s: float = 0.0
     history: list | None = None
     traces: dict | None = None
@@ -362,29 +408,28 @@ def train(cfg: Config, variant: Variant, data, run_dir: Path, record: dict,
     perm = t.constant(_perm(cfg.seed, st.step // spe, n_train, spe, cfg.batch_size))
     key = (id(prog), spe)
     if key not in engine.compiled and cfg.execution != "eager":
-        prog.chunk(prog.X, prog.Y, perm, t.constant(0), t.constant(0), t.constant(-1.0),
-                   t.constant(cfg.divergence_factor), Xe, Ye, t.constant(False))
+        prog.chunk(prog.X, prog.Y, perm, *(t.constant(v) for v in (0, 0, 0, total, eval_every)),
+                   *(t.constant(v) for v in (-1.0, cfg.divergence_factor, 0.0, 0.0)), Xe, Ye)
         engine.compiled.add(key)
     compile_s = time.perf_counter() - c0
 
     record.update(status="running", steps_total=total, steps_per_epoch=spe, eval_every=eval_every)
     runs.write_json(run_dir / "metrics.json", record)
 
-    def eval_point(step: int, sums=None) -> dict:
-        """Record an eval point: `sums` from the chunk's subset eval, or None to score all test images."""
-        tl = st.interval_loss / max(st.interval_steps, 1)
-        ta = st.interval_correct / max(st.interval_steps, 1)
-        if sums is None:
+    def eval_point(step: int, train_sums: tuple, test_sums=None) -> dict:
+        """Record an eval point: test sums from the chunk's subset eval, or None to score all test images."""
+        steps = max(step - st.last_point, 1)
+        tl, ta = train_sums[0] / steps, train_sums[1] / (steps * cfg.batch_size)
+        if test_sums is None:
             n = int(prog.Xt.shape[0])
             loss, acc = prog.score(prog.Xt, prog.Yt)
         else:
             n = int(Xe.shape[0])
-            loss, acc = float(sums[0]) / n, float(sums[1]) / n
+            loss, acc = float(test_sums[0]) / n, float(test_sums[1]) / n
+        st.last_point = step
         point = {"step": step, "epoch": round(step / spe, 4), "train_loss": tl, "train_accuracy": ta,
                  "test_loss": loss, "test_accuracy": acc, "eval_samples": n}
         st.history.append(point)
-        st.interval_loss = st.interval_correct = 0.0
-        st.interval_steps = 0
         if st.traces is not None:
             tr = prog.trace(probe, len(st.traces["units"]))
             prev_m = st.traces["mean"][-1] if st.traces["mean"] else tr["mean"]
@@ -403,28 +448,27 @@ def train(cfg: Config, variant: Variant, data, run_dir: Path, record: dict,
             epoch, pos = divmod(st.step, spe)
             if pos == 0:
                 perm = t.constant(_perm(cfg.seed, epoch, n_train, spe, cfg.batch_size))
-            nxt = min(total, (st.step // eval_every + 1) * eval_every, (st.step // ckpt_every + 1) * ckpt_every,
-                      (epoch + 1) * spe)
-            evaluating = nxt % eval_every == 0 and nxt < total
+            # one call per epoch (or checkpoint interval); traces are taken in Python, so they end calls too
+            nxt = min(total, (st.step // ckpt_every + 1) * ckpt_every, (epoch + 1) * spe,
+                      (st.step // eval_every + 1) * eval_every if st.traces is not None else total)
             c = time.perf_counter()
-            i, sl, sc, ref, bad, last, el, ec = prog.chunk(
-                prog.X, prog.Y, perm, t.constant(pos), t.constant(nxt - st.step), t.constant(st.ref_loss), factor,
-                Xe, Ye, t.constant(evaluating))
+            i, ref, bad, last, isl, isc, k, rows = prog.chunk(
+                prog.X, prog.Y, perm, *(t.constant(v) for v in (pos, nxt - st.step, st.step, total, eval_every)),
+                t.constant(st.ref_loss), factor, t.constant(st.interval_loss), t.constant(st.interval_correct), Xe, Ye)
             done = int(i) - pos
             st.train_time_s += time.perf_counter() - c
+            for g, l, cor, el, ec in rows.numpy()[: int(k)]:
+                eval_point(int(g), (float(l), float(cor)), (el, ec))
             st.step += done
-            st.ref_loss = float(ref)
-            st.interval_loss += float(sl)
-            st.interval_correct += float(sc) / cfg.batch_size
-            st.interval_steps += done
+            st.ref_loss, st.interval_loss, st.interval_correct = float(ref), float(isl), float(isc)
             if bool(bad):
                 diverged = {"diverged_step": st.step, "diverged_loss": float(last), "first_loss": st.ref_loss}
                 break
             if on_progress:
-                on_progress(st.step, total, st.interval_loss / max(st.interval_steps, 1),
-                            st.interval_correct / max(st.interval_steps, 1))
-            if evaluating:
-                eval_point(st.step, (el, ec))
+                recent = st.history[-1] if st.history and st.history[-1]["step"] > st.step - eval_every else None
+                since = max(st.step - st.last_point, 1)
+                on_progress(st.step, total, recent["train_loss"] if recent else st.interval_loss / since,
+                            recent["train_accuracy"] if recent else st.interval_correct / (since * cfg.batch_size))
             if st.step % ckpt_every == 0 and st.step < total:
                 save_checkpoint(run_dir, prog, st)
             if caught:
@@ -433,7 +477,7 @@ def train(cfg: Config, variant: Variant, data, run_dir: Path, record: dict,
                 runs.write_json(run_dir / "metrics.json", record)
                 raise Interrupted(caught[0], run_dir)
 
-    final = eval_point(st.step)
+    final = eval_point(st.step, (st.interval_loss, st.interval_correct))
     train_loss, train_acc = prog.score(prog.X, prog.Y)
     if cfg.bn_batchstats_eval:
         bl, ba = prog.score(prog.Xt, prog.Yt, batchstats=True)
