@@ -367,9 +367,8 @@ def measure_loops(ds, b: Budget) -> dict:
                 sample["cpu_share"] = (time.process_time() - c0) / (perf_counter() - w0)  # cores this process got
                 samples[name].append(sample)
     default, no_eval = samples["bnexp_train"], samples["bnexp_train_no_eval"]
-    # Paired by seed, run back to back. Eval points cost time inside train_time_s (the epoch is
-    # cut into 11 compiled calls instead of 1, and the eval work done in them) and outside it
-    # (bookkeeping per eval point). Each part is a paired difference, so that the loop's own
+    # Paired by seed, run back to back. Eval points cost time inside train_time_s (the eval work
+    # done in the epoch's compiled call) and outside it (bookkeeping per eval point). Each part is a paired difference, so that the loop's own
     # noise does not swamp the smaller outside part.
     outside = [(d["wall_s"] - d["s"]) - (n["wall_s"] - n["s"]) for d, n in zip(default, no_eval)]
     inside = [d["s"] - n["s"] for d, n in zip(default, no_eval)]
@@ -441,8 +440,8 @@ def measure_eager(ds, steps: int, per_step_eval: bool, warmup: int = 3) -> dict:
 # ---------------------------------------------------------------- report
 
 LOOPS = (  # (key in the results, row label); the first is the reference
-    ("bnexp_train", "bnexp train(), default eval_every (11 compiled calls)"),
-    ("bnexp_train_no_eval", "bnexp train(), no eval point (1 compiled call)"),
+    ("bnexp_train", "bnexp train(), default eval_every (10 eval points in the call)"),
+    ("bnexp_train_no_eval", "bnexp train(), no eval point"),
     ("fit_default", "Keras fit, default compile"),
     ("fit_jit_spe50", "Keras fit, jit_compile=True, steps_per_execution=50"),
     ("eager_no_eval", "lab eager loop, no per-step eval (extrapolated)"),
