@@ -121,9 +121,30 @@ def _source(exp):
     from .plan import resolve_source
 
     source = resolve_source(exp)
-    if source.fallback_note:
-        err.print(f"[yellow]note:[/] {_line(source.fallback_note)}", soft_wrap=True)
+    _note_fallback(source)
     return source
+
+
+def _note_fallback(source) -> None:
+    if source is not None and source.fallback_note:
+        err.print(f"[yellow]note:[/] {_line(source.fallback_note)}", soft_wrap=True)
+
+
+def _planned(exp, allow_missing_data: bool = False):
+    """(source, specs): the dataset first, since a fallback pins its name into the runs' config;
+    usage errors in the plan come before the fallback note."""
+    from .plan import plan, resolve_source
+
+    try:
+        source = resolve_source(exp)
+    except UsageError as e:
+        if not allow_missing_data:
+            raise
+        source = None  # a dry run still lists the grid
+        err.print(f"[yellow]note:[/] {_line(e)}", soft_wrap=True)
+    specs = plan(exp)
+    _note_fallback(source)
+    return source, specs
 
 
 @contextmanager
@@ -250,7 +271,7 @@ def _resume_spec(ref, data_dir, results):
 
     from . import data, runs
     from .config import Config, coerce, validate
-    from .plan import RunSpec, _take_interrupted
+    from .plan import RunSpec
     from .variants import from_yaml
 
     run = runs.find_run(ref, results or "results")
@@ -393,16 +414,13 @@ def compare(variants: Annotated[Optional[list[str]], typer.Argument(help="varian
             format_: Annotated[Optional[str], typer.Option("--format", help="md | csv: print that instead of the table")] = None,
             debug: Debug_ = False):
     """Train (or reuse) each variant over the seeds and compare them in one table."""
-    from .plan import plan
 
     flags = dict(dataset=dataset, epochs=epochs, lr=lr, batch_size=batch_size, data_dir=data_dir,
                  results=results, execution=execution, variants=variants or None)
     exp = _experiment(config, flags, set_, seeds=seeds, seed=seed)
     if exp.grid:
         raise UsageError(f"{exp.source} has a grid: run it with `bnexp sweep {exp.source}`")
-    specs = plan(exp)
-    source = _source(exp)
-    specs = plan(exp)  # again: the source may have pinned the dataset's name
+    source, specs = _planned(exp)
     title = f"{source.name}: {', '.join(dict.fromkeys(s.variant.name for s in specs))} × {len(exp.seeds)} seed(s)"
     _compare_like(exp, specs, source, baseline=baseline, force=force, retry_failed=retry_failed,
                   json_=json_, fmt=format_, title=title)
@@ -423,21 +441,12 @@ def sweep(file: Annotated[Path, typer.Argument(help="sweep YAML with variants, s
     from rich.table import Table
 
     from . import runs
-    from .plan import plan
 
     flags = dict(dataset=dataset, epochs=epochs, data_dir=data_dir, results=results)
     exp = _experiment(file, flags, set_, seeds=seeds)
-    specs = plan(exp)
+    source, specs = _planned(exp, allow_missing_data=dry_run)
     if dry_run:
-        done = {}
-        try:
-            source = _source(exp)
-            specs = plan(exp)
-            for rec in runs.scan(exp.config.results):
-                done[rec.get("run_key")] = rec.get("status")
-        except UsageError as e:
-            source = None
-            err.print(f"[yellow]note:[/] {_line(e)}", soft_wrap=True)
+        done = {rec.get("run_key"): rec.get("status") for rec in runs.scan(exp.config.results)} if source else {}
         rows = [{"group": s.group, "variant": s.variant.name, "seed": s.config.seed,
                  "status": done.get(s.key(source.sha256), "to train") if source else "to train"} for s in specs]
         if json_:
@@ -450,8 +459,6 @@ def sweep(file: Annotated[Path, typer.Argument(help="sweep YAML with variants, s
             t.add_row(str(i), r["group"], r["variant"], str(r["seed"]), r["status"])
         out.print(t, markup=False)
         return
-    source = _source(exp)
-    specs = plan(exp)
     _compare_like(exp, specs, source, baseline=None, force=force, retry_failed=retry_failed, json_=json_,
                   fmt=format_, title=f"sweep {file} on {source.name}", sweep_keys=tuple(exp.grid))
 

@@ -69,7 +69,7 @@ def tf():
 
 
 def _compact(x: np.ndarray) -> np.ndarray:
-    """uint8 when x is exactly k/255 (so the graph's cast and /255 give back the same float32 bits)."""
+    """uint8 when x is exactly k/255, so that the graph's lookup table gives back the same float32 bits."""
     u8 = np.rint(x * 255.0).clip(0, 255).astype(np.uint8)
     return u8 if np.array_equal(u8.astype(np.float32) / np.float32(255.0), x) else x
 
@@ -108,6 +108,7 @@ class Program:
         import keras
 
         self.variant, self.cfg = variant, cfg
+        self.compiled = False  # set once a zero-step call has traced and compiled `chunk`
         self.X, self.Y, self.Xt, self.Yt = tensors
         self.input_shape = tuple(data.image_shape)
         keras.utils.set_random_seed(cfg.seed)
@@ -282,7 +283,6 @@ class Engine:
     def __init__(self):
         self.programs: dict[str, Program] = {}
         self.tensors: dict[str, tuple] = {}
-        self.compiled: set[tuple] = set()
 
     def program(self, variant: Variant, cfg: Config, data) -> Program:
         t = tf()
@@ -292,8 +292,8 @@ class Engine:
             self.tensors = {sha: (  # keep one dataset resident at a time: memory stays bounded
                 t.constant(_compact(data.x_train).reshape((-1, *shape))), t.constant(data.y_train),
                 t.constant(_compact(data.x_test).reshape((-1, *shape))), t.constant(data.y_test))}
-            self.programs = {k: p for k, p in self.programs.items() if k.endswith(sha)}
-        key = program_key(variant, cfg, data) + sha
+            self.programs = {}  # they were compiled for the previous dataset's tensors
+        key = program_key(variant, cfg, data)
         if key not in self.programs:
             self.programs[key] = Program(variant, cfg, data, self.tensors[sha])
         return self.programs[key]
@@ -410,11 +410,10 @@ def train(cfg: Config, variant: Variant, data, run_dir: Path, record: dict,
     # Compile outside the timed loop: a zero-step call traces and compiles without touching state.
     c0 = time.perf_counter()
     perm = t.constant(_perm(cfg.seed, st.step // spe, n_train, spe, cfg.batch_size))
-    key = (id(prog), spe)
-    if key not in engine.compiled and cfg.execution != "eager":
+    if not prog.compiled and cfg.execution != "eager":
         prog.chunk(prog.X, prog.Y, perm, *(t.constant(v) for v in (0, 0, 0, total, eval_every)),
                    *(t.constant(v) for v in (-1.0, cfg.divergence_factor, 0.0, 0.0)), Xe, Ye)
-        engine.compiled.add(key)
+        prog.compiled = True
     compile_s = time.perf_counter() - c0
 
     record.update(status="running", steps_total=total, steps_per_epoch=spe, eval_every=eval_every)
