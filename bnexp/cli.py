@@ -58,10 +58,10 @@ def command(fn):
                 raise
             err.print(f"[red]error:[/] {_line(e)}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt as e:
+        except KeyboardInterrupt:
             if debug:
                 raise
-            err.print(f"[yellow]{_line(e or 'interrupted')}[/]", soft_wrap=True)
+            err.print("[yellow]interrupted: finished runs are kept; run the same command again to go on[/]", soft_wrap=True)
             raise typer.Exit(130) from None
         except Exception as e:
             from .train import Interrupted

@@ -10,6 +10,7 @@ trains in this process; another executor (a Ray task, say) only has to implement
 from __future__ import annotations
 
 import itertools
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -148,6 +149,8 @@ def execute(specs: list[RunSpec], source, *, executor: Executor | None = None, r
             try:
                 rec = executor.run(spec, loaded, run_dir, record)
             except (KeyboardInterrupt, Interrupted, UsageError):
+                if not (run_dir / "metrics.json").exists():  # stopped before it began: nothing to keep
+                    shutil.rmtree(run_dir, ignore_errors=True)
                 raise
             except Exception as e:  # one broken run must not sink the batch
                 record.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0])

@@ -301,22 +301,34 @@ class Engine:
 
 @contextmanager
 def _deferred_signals():
-    """Turn SIGINT/SIGTERM into a flag checked between chunks (a second Ctrl-C kills)."""
+    """Hold SIGINT/SIGTERM while TensorFlow works; the `poll()` this yields, called between
+    compiled calls, lists the ones that arrived.
+
+    They are blocked in this thread, and so in every thread TensorFlow starts from it, which
+    keeps them out of native code (one landing in a TensorFlow thread once aborted a run).
+    Threads started earlier (Rich's progress refresher) may still receive them: on the main
+    thread a handler turns those into the same flag instead of a KeyboardInterrupt.
+    """
+    sigs = {signal.SIGINT, signal.SIGTERM}
     caught: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield caught
-        return
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in sigs}
+    blocking = hasattr(signal, "sigtimedwait")  # not on macOS: the handler alone does it there
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, sigs) if blocking else None
 
-    def handler(signum, frame):
-        if caught and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        caught.append(signum)
+    def poll() -> list[int]:
+        info = signal.sigtimedwait(sigs, 0) if blocking else None
+        if info is not None:
+            caught.append(info.si_signo)
+        return caught
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield caught
+        yield poll
     finally:
-        for s, h in old.items():
+        if blocking:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # one still pending goes to the handler
+        for s, h in handlers.items():
             signal.signal(s, h)
 
 
@@ -379,8 +391,17 @@ def train(cfg: Config, variant: Variant, data, run_dir: Path, record: dict,
 
     `record` holds the identity and provenance keys (run_id, seed, dataset, env...);
     this adds the metrics and writes metrics.json, model.keras, checkpoint.npz and tb/.
-    If run_dir holds a checkpoint, training resumes from it.
+    If run_dir holds a checkpoint, training resumes from it. Ctrl-C or SIGTERM saves a
+    checkpoint at the next call boundary and raises Interrupted.
     """
+    with _deferred_signals() as poll:
+        rec = _train(cfg, variant, data, run_dir, record, engine, on_progress, poll)
+        if poll():  # arrived while the run was finishing: it is saved; stop the batch here
+            raise Interrupted(poll()[0], run_dir)
+    return rec
+
+
+def _train(cfg, variant, data, run_dir, record, engine, on_progress, poll) -> dict:
     t = tf()
     started = time.perf_counter()
     engine = engine or Engine()
@@ -445,40 +466,39 @@ def train(cfg: Config, variant: Variant, data, run_dir: Path, record: dict,
         return point
 
     diverged = None
-    with _deferred_signals() as caught:
-        factor = t.constant(cfg.divergence_factor)
-        while st.step < total:
-            epoch, pos = divmod(st.step, spe)
-            if pos == 0:
-                perm = t.constant(_perm(cfg.seed, epoch, n_train, spe, cfg.batch_size))
-            # one call per epoch (or checkpoint interval); traces are taken in Python, so they end calls too
-            nxt = min(total, (st.step // ckpt_every + 1) * ckpt_every, (epoch + 1) * spe,
-                      (st.step // eval_every + 1) * eval_every if st.traces is not None else total)
-            c = time.perf_counter()
-            i, ref, bad, last, isl, isc, k, rows = prog.chunk(
-                prog.X, prog.Y, perm, *(t.constant(v) for v in (pos, nxt - st.step, st.step, total, eval_every)),
-                t.constant(st.ref_loss), factor, t.constant(st.interval_loss), t.constant(st.interval_correct), Xe, Ye)
-            done = int(i) - pos
-            st.train_time_s += time.perf_counter() - c
-            for g, l, cor, el, ec in rows.numpy()[: int(k)]:
-                eval_point(int(g), (float(l), float(cor)), (el, ec))
-            st.step += done
-            st.ref_loss, st.interval_loss, st.interval_correct = float(ref), float(isl), float(isc)
-            if bool(bad):
-                diverged = {"diverged_step": st.step, "diverged_loss": float(last), "first_loss": st.ref_loss}
-                break
-            if on_progress:
-                recent = st.history[-1] if st.history and st.history[-1]["step"] > st.step - eval_every else None
-                since = max(st.step - st.last_point, 1)
-                on_progress(st.step, total, recent["train_loss"] if recent else st.interval_loss / since,
-                            recent["train_accuracy"] if recent else st.interval_correct / (since * cfg.batch_size))
-            if st.step % ckpt_every == 0 and st.step < total:
-                save_checkpoint(run_dir, prog, st)
-            if caught:
-                save_checkpoint(run_dir, prog, st)
-                record.update(status="interrupted", step=st.step, history=st.history)
-                runs.write_json(run_dir / "metrics.json", record)
-                raise Interrupted(caught[0], run_dir)
+    factor = t.constant(cfg.divergence_factor)
+    while st.step < total:
+        epoch, pos = divmod(st.step, spe)
+        if pos == 0:
+            perm = t.constant(_perm(cfg.seed, epoch, n_train, spe, cfg.batch_size))
+        # one call per epoch (or checkpoint interval); traces are taken in Python, so they end calls too
+        nxt = min(total, (st.step // ckpt_every + 1) * ckpt_every, (epoch + 1) * spe,
+                  (st.step // eval_every + 1) * eval_every if st.traces is not None else total)
+        c = time.perf_counter()
+        i, ref, bad, last, isl, isc, k, rows = prog.chunk(
+            prog.X, prog.Y, perm, *(t.constant(v) for v in (pos, nxt - st.step, st.step, total, eval_every)),
+            t.constant(st.ref_loss), factor, t.constant(st.interval_loss), t.constant(st.interval_correct), Xe, Ye)
+        done = int(i) - pos
+        st.train_time_s += time.perf_counter() - c
+        for g, l, cor, el, ec in rows.numpy()[: int(k)]:
+            eval_point(int(g), (float(l), float(cor)), (el, ec))
+        st.step += done
+        st.ref_loss, st.interval_loss, st.interval_correct = float(ref), float(isl), float(isc)
+        if bool(bad):
+            diverged = {"diverged_step": st.step, "diverged_loss": float(last), "first_loss": st.ref_loss}
+            break
+        if on_progress:
+            recent = st.history[-1] if st.history and st.history[-1]["step"] > st.step - eval_every else None
+            since = max(st.step - st.last_point, 1)
+            on_progress(st.step, total, recent["train_loss"] if recent else st.interval_loss / since,
+                        recent["train_accuracy"] if recent else st.interval_correct / (since * cfg.batch_size))
+        if st.step % ckpt_every == 0 and st.step < total:
+            save_checkpoint(run_dir, prog, st)
+        if poll():
+            save_checkpoint(run_dir, prog, st)
+            record.update(status="interrupted", step=st.step, history=st.history)
+            runs.write_json(run_dir / "metrics.json", record)
+            raise Interrupted(poll()[0], run_dir)
 
     final = eval_point(st.step, (st.interval_loss, st.interval_correct))
     train_loss, train_acc = prog.score(prog.X, prog.Y)
