@@ -8,6 +8,7 @@ wrong types and out-of-range values are `UsageError`s that name the key.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -103,6 +104,7 @@ EXPERIMENT_KEYS = {
 CONFIG_KEYS = tuple(f.name for f in fields(Config))
 
 
+@functools.cache
 def _field_types() -> dict[str, Any]:
     hints = typing.get_type_hints(Config)
     return {k: hints[k] for k in CONFIG_KEYS}

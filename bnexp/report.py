@@ -11,7 +11,6 @@ import json
 import math
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 from . import stats
@@ -206,10 +205,6 @@ def diff(a: dict, b: dict) -> list[tuple[str, object, object]]:
     """(key, a, b) for every flat key whose values differ, config and environment included."""
     fa, fb = flatten(a), flatten(b)
     return [(k, fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
-
-
-def print_json(console: Console, text: str) -> None:
-    console.file.write(text + "\n")
 
 
 def save(path: Path, text: str) -> Path:

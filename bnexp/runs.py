@@ -165,7 +165,7 @@ def scan(results: str | Path) -> Iterator[dict]:
     if not root.is_dir():
         return
     for run in sorted(root.iterdir()):
-        if run.is_dir() and (run / "metrics.json").exists() or (run.is_dir() and (run / "config.yaml").exists()):
+        if run.is_dir() and ((run / "metrics.json").exists() or (run / "config.yaml").exists()):
             yield read_record(run)
 
 
