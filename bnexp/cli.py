@@ -33,8 +33,8 @@ Dataset_ = Annotated[Optional[str], typer.Option(help="mnist | fashion-mnist | c
 Epochs_ = Annotated[Optional[int], typer.Option(help="epochs [default: 1]")]
 Lr_ = Annotated[Optional[float], typer.Option(help="learning rate [default: 0.001]")]
 Batch_ = Annotated[Optional[int], typer.Option("--batch-size", help="batch size [default: 128]")]
-Seed_ = Annotated[Optional[list[int]], typer.Option("--seed", help="seed; repeat for several [default: 0]")]
-Seeds_ = Annotated[Optional[int], typer.Option("--seeds", help="run seeds 0..N-1")]
+Seed_ = Annotated[Optional[list[int]], typer.Option("--seed", help="seed; repeat for several [default: 0; compare and sweep: 0, 1, 2]")]
+Seeds_ = Annotated[Optional[int], typer.Option("--seeds", help="run seeds 0..N-1 (default 3)")]
 DataDir_ = Annotated[Optional[str], typer.Option("--data-dir", help="folder with .npz or IDX files [$BNEXP_DATA_DIR]")]
 Results_ = Annotated[Optional[str], typer.Option("--results", help="results folder [default: results]")]
 Set_ = Annotated[Optional[list[str]], typer.Option("--set", help="any config key: --set width=512 (repeatable)")]
@@ -247,7 +247,7 @@ def train(variant: Annotated[Optional[str], typer.Option("--variant", "-v", help
         flags = dict(dataset=dataset, epochs=epochs, lr=lr, batch_size=batch_size, data_dir=data_dir,
                      results=results, execution=execution)
         exp = _experiment(config, flags, set_, seed=seed)
-        if len(exp.seeds) > 1:
+        if exp.seeds_named and len(exp.seeds) > 1:
             raise UsageError("train takes one --seed; use `bnexp compare VARIANT --seeds N` for several")
         name = variant or (exp.variants[0] if len(exp.variants) == 1 else None)
         if name is None:
@@ -256,7 +256,8 @@ def train(variant: Annotated[Optional[str], typer.Option("--variant", "-v", help
 
         v = resolve(name, exp.define)
         source = _source(exp)
-        outcome = _run([RunSpec(v, exp.config.replace(seed=exp.seeds[0]))], source, reuse=False, quiet=json_)
+        seed = exp.seeds[0] if exp.seeds_named else exp.config.seed
+        outcome = _run([RunSpec(v, exp.config.replace(seed=seed))], source, reuse=False, quiet=json_)
     rec = outcome.records[0]
     if json_:
         out.file.write(json.dumps(rec, default=str) + "\n")

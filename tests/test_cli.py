@@ -192,8 +192,17 @@ def test_compare_csv(compared):
         assert 0 <= float(r["test_accuracy_mean"]) <= 1 and r["n"] == "2"
 
 
+def test_compare_runs_three_seeds_by_default(earlier):
+    res = invoke(["compare", "bn-pre", *TINY, "--results", earlier.results, "--json"])
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["seeds"] == [0, 1, 2] and (doc["trained"], doc["reused"]) == (2, 1)  # seed 0 is the earlier run
+    assert sorted(r["seed"] for r in doc["runs"]) == [0, 1, 2]
+    assert doc["rows"][0]["n"] == 3
+
+
 def test_compare_force_trains_again(earlier):
-    one = ["compare", "bn-pre", *TINY, "--results", earlier.results, "--json"]
+    one = ["compare", "bn-pre", "--seed", "0", *TINY, "--results", earlier.results, "--json"]
     res = invoke(one)
     assert res.exit_code == 0, res.stderr
     assert (json.loads(res.stdout)["trained"], json.loads(res.stdout)["reused"]) == (0, 1)

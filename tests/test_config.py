@@ -33,6 +33,18 @@ def test_experiment_keys(tmp_path):
     assert exp.dataset_named
 
 
+def test_seeds_default_to_three_unless_named(tmp_path):
+    """compare and sweep run 3 seeds unless the YAML or a flag says otherwise; train runs `seed`."""
+    exp = load()
+    assert (exp.seeds, exp.seeds_named, exp.config.seed) == ([0, 1, 2], False, 0)
+    assert (load(None, {"seed": 4}).seeds, load(None, {"seed": 4}).seeds_named) == ([4], True)
+    assert load(None, None, ["seed=5"]).seeds == [5]
+    assert load(None, {"seeds": 1}).seeds == [0]
+    y = tmp_path / "one.yaml"
+    y.write_text("seeds: [7]\n")
+    assert (load(y).seeds, load(y).seeds_named) == ([7], True)
+
+
 @pytest.mark.parametrize("text, phrase", [
     ("lr: fast\n", "'lr' must be float"),
     ("widht: 3\n", "unknown key 'widht' (did you mean 'width'?)"),

@@ -157,7 +157,7 @@ def test_compare_shows_a_diverged_run_and_keeps_going(tmp_path):
 
     from bnexp.cli import app
 
-    args = ["compare", "plain", "bn-pre", "--dataset", "mnist-sample", "--lr", "100", "--results", str(tmp_path),
+    args = ["compare", "plain", "bn-pre", "--seed", "0", "--dataset", "mnist-sample", "--lr", "100", "--results", str(tmp_path),
             "--set", "steps=40", "--set", "width=32", "--set", "eval_every=10"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
