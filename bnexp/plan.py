@@ -118,14 +118,15 @@ def execute(specs: list[RunSpec], source, *, executor: Executor | None = None, r
         previous = by_key.get(key, [])
         done = [r for r in previous if r["status"] in runs.DONE]
         failed = [r for r in previous if r["status"] == "failed"]
+        # a reused run is shown in this batch's sweep cell, whatever batch first made it
         if not force and reuse and done:
-            rec = dict(done[-1], reused=True)
+            rec = dict(done[-1], reused=True, group=spec.group)
             out.records.append(rec)
             out.reused += 1
             emit("reused", spec, rec)
             continue
         if not force and reuse and failed and not retry_failed:
-            rec = dict(failed[-1], reused=True)
+            rec = dict(failed[-1], reused=True, group=spec.group)
             out.records.append(rec)
             out.failed += 1
             emit("failed-before", spec, rec)

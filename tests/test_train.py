@@ -103,6 +103,13 @@ def test_reuse_force_and_retry(tmp_path):
     assert retried.trained == 1 and retried.reused == 1
 
 
+def test_a_sweep_shows_a_reused_run_in_its_own_cell(tmp_path):
+    first = _run(_exp(tmp_path, ["plain"])).records[0]  # a plain compare: no sweep cell
+    out = _run(_exp(tmp_path, ["plain"], grid={"width": [32, 16]}))
+    assert [(r["group"], r.get("reused", False)) for r in out.records] == [("width=32", True), ("width=16", False)]
+    assert out.records[0]["run_id"] == first["run_id"] and first["group"] == ""
+
+
 def test_plain_at_lr_100_is_recorded_as_diverged(tmp_path):
     exp = _exp(tmp_path, ["plain", "bn-pre"], sets=["lr=100.0"])
     out = _run(exp)
