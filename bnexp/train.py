@@ -189,17 +189,23 @@ class Program:
             loss = t.reduce_sum(t.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=h))
             return loss, t.reduce_sum(t.cast(t.equal(t.argmax(h, -1, output_type=t.int32), y), t.float32))
 
+        # the input of each BN layer, in inference mode, for recalibrate()
+        bn_input_models = [keras.Model(model.inputs, bn.input) for bn in self.bn_layers]
+
         spec = [t.TensorSpec([None, *self.input_shape], self.X.dtype), t.TensorSpec([None], t.int32)]
         if cfg.execution == "eager":
             self.chunk = self._eager_chunk(step, evaluate)
             self.evaluate = evaluate
             self.evaluate_batchstats = evaluate_batchstats
             self.probe = lambda x: self.probe_model(pixels(x), training=False)
+            self.bn_inputs = [lambda x, m=m: m(pixels(x), training=False) for m in bn_input_models]
         else:
             self.chunk = t.function(chunk, jit_compile=cfg.execution == "xla")
             self.evaluate = t.function(evaluate, input_signature=spec)
             self.evaluate_batchstats = t.function(evaluate_batchstats, input_signature=spec)
             self.probe = t.function(lambda x: self.probe_model(pixels(x), training=False), input_signature=spec[:1])
+            self.bn_inputs = [t.function(lambda x, m=m: m(pixels(x), training=False), input_signature=spec[:1])
+                              for m in bn_input_models]
 
     def _eager_chunk(self, step, evaluate):
         """The lab's style: one Python iteration per step, for debugging."""
@@ -264,6 +270,25 @@ class Program:
                 for w, a in zip(bn.non_trainable_variables, ws):
                     w.assign(a)
         return loss / n, correct / n
+
+    def recalibrate(self, n: int) -> None:
+        """Precise BN: each BN layer's moving mean and variance become the exact mean and
+        (population) variance of its input over the first n training images, computed with the
+        final weights in inference mode. Layers go in order, since a layer's input depends on the
+        statistics of the BN layers before it. Running it twice gives the same statistics."""
+        x = self.X[:n]
+        for bn_input, bn in zip(self.bn_inputs, self.bn_layers):
+            count, mean, m2 = 0, 0.0, 0.0
+            for s in range(0, int(x.shape[0]), EVAL_BATCH):  # merge chunk moments (Chan et al.)
+                h = np.asarray(bn_input(x[s:s + EVAL_BATCH]), dtype=np.float64)
+                h = h.reshape(-1, h.shape[-1])
+                k, m, v = h.shape[0], h.mean(axis=0), h.var(axis=0)
+                delta, total = m - mean, count + k
+                mean = mean + delta * k / total
+                m2 = m2 + v * k + delta ** 2 * count * k / total
+                count = total
+            bn.moving_mean.assign(np.asarray(mean, np.float32))
+            bn.moving_variance.assign(np.asarray(m2 / count, np.float32))
 
     def trace(self, probe_x, units: int) -> dict:
         """Percentiles, mean and variance of each nonlinearity's input on the probe batch."""
@@ -344,6 +369,7 @@ class _State:
     train_time_s: float = 0.0
     history: list | None = None
     traces: dict | None = None
+    moving_avg: list | None = None  # [test loss, test accuracy] before bn_recalibrate changed the statistics
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, allow_nan=True)
@@ -500,6 +526,12 @@ def _train(cfg, variant, data, run_dir, record, engine, on_progress, poll) -> di
             runs.write_json(run_dir / "metrics.json", record)
             raise Interrupted(poll()[0], run_dir)
 
+    if cfg.bn_recalibrate and prog.bn_layers and not diverged:
+        if st.moving_avg is None:  # (a checkpoint saved after recalibrating already holds it)
+            st.moving_avg = list(prog.score(prog.Xt, prog.Yt))  # what the moving averages score
+        record.update(test_loss_moving_avg=st.moving_avg[0], test_accuracy_moving_avg=st.moving_avg[1],
+                      bn_recalibrated_on=min(cfg.bn_recalibrate, n_train))
+        prog.recalibrate(cfg.bn_recalibrate)
     final = eval_point(st.step, (st.interval_loss, st.interval_correct))
     train_loss, train_acc = prog.score(prog.X, prog.Y)
     if cfg.bn_batchstats_eval:

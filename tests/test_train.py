@@ -141,6 +141,33 @@ def test_traces_change_nothing_and_match_the_saved_model(tmp_path, sample):
         assert tr["mean"][-1][layer] == pytest.approx(float(np.mean(out)), abs=1e-5)
 
 
+def test_bn_recalibrate_sets_the_exact_statistics_and_reports_what_the_saved_model_scores(tmp_path, sample):
+    """Precise BN: after training, each BN layer holds the mean and variance of its input over the
+    first n training images under the final weights; the moving-average score is kept beside it."""
+    n = 1500
+    rec = _run(_exp(tmp_path / "r", ["bn-post"], sets=[f"bn_recalibrate={n}"])).records[0]
+    plain = _run(_exp(tmp_path / "p", ["bn-post"])).records[0]
+    # training itself is untouched: same eval history up to the final point, same moving-average score
+    assert [h["train_loss"] for h in rec["history"]] == [h["train_loss"] for h in plain["history"]]
+    assert rec["history"][:-1] == plain["history"][:-1]
+    assert rec["test_accuracy_moving_avg"] == plain["test_accuracy"] and rec["bn_recalibrated_on"] == n
+    assert rec["test_accuracy"] != plain["test_accuracy"] or rec["test_loss"] != plain["test_loss"]
+    model = keras.models.load_model(tmp_path / "r" / rec["run_id"] / "model.keras")
+    x = sample.x_train[:n].reshape((-1, *sample.image_shape))
+    bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert len(bns) == 2
+    for bn in bns:  # bn-post: BN follows ReLU, so its input is non-negative
+        h = np.asarray(keras.Model(model.inputs, bn.input)(x, training=False), dtype=np.float64)
+        np.testing.assert_allclose(bn.moving_mean.numpy(), h.mean(0), rtol=1e-4, atol=1e-5, err_msg=bn.name)
+        np.testing.assert_allclose(bn.moving_variance.numpy(), h.var(0), rtol=1e-4, atol=1e-5, err_msg=bn.name)
+    loss, acc = score_saved(tmp_path / "r" / rec["run_id"] / "model.keras", sample.x_test, sample.y_test,
+                            sample.image_shape)
+    assert abs(acc - rec["test_accuracy"]) < 1e-4 and abs(loss - rec["test_loss"]) < 1e-4
+    # a net without BN is left alone and records no moving-average score
+    no_bn = _run(_exp(tmp_path / "n", ["plain"], sets=[f"bn_recalibrate={n}"])).records[0]
+    assert "test_accuracy_moving_avg" not in no_bn
+
+
 def test_eager_and_graph_execution_train_too(tmp_path):
     xla = _run(_exp(tmp_path / "x", ["bn-pre"], sets=["steps=10", "eval_every=5"])).records[0]
     for mode in ("graph", "eager"):
