@@ -464,19 +464,27 @@ def sweep(file: Annotated[Path, typer.Argument(help="sweep YAML with variants, s
                   fmt=format_, title=f"sweep {file} on {source.name}", sweep_keys=tuple(exp.grid))
 
 
+def _readable_runs(refs: list[str], root: str) -> list[dict]:
+    """The runs' records; a run whose metrics.json cannot be read stops the command."""
+    from . import runs
+
+    records = [runs.read_record(runs.find_run(r, root)) for r in refs]
+    broken = [r for r in records if r["status"] == "broken"]
+    if broken:
+        raise RunFailure(f"run {broken[0]['run_id']} cannot be read: {broken[0]['problem']}")
+    return records
+
+
 @app.command()
 @command
 def plot(run_refs: Annotated[list[str], typer.Argument(metavar="RUN...", help="run ids or folders")],
          out_path: Annotated[Optional[Path], typer.Option("--out", help="PNG path [default: results/plot-<time>.png]")] = None,
          results: Results_ = None, debug: Debug_ = False):
     """Plot learning curves (and activation traces, where recorded) of any set of runs."""
-    from . import plots, runs
+    from . import plots
 
     root = results or "results"
-    records = [runs.read_record(runs.find_run(r, root)) for r in run_refs]
-    broken = [r for r in records if r["status"] == "broken"]
-    if broken:
-        raise RunFailure(f"run {broken[0]['run_id']} cannot be read: {broken[0]['problem']}")
+    records = _readable_runs(run_refs, root)
     path = out_path or Path(root) / f"plot-{time.strftime('%Y%m%d-%H%M%S')}.png"
     out.print(f"curves: {plots.curves(records, str(path))}", markup=False, soft_wrap=True)
     traced = [r for r in records if r.get("traces")]
@@ -508,9 +516,9 @@ def diff(run_a: Annotated[str, typer.Argument()], run_b: Annotated[str, typer.Ar
     """Show what differs between two runs: config, environment and metrics."""
     from rich.table import Table
 
-    from . import report, runs
+    from . import report
 
-    a, b = (runs.read_record(runs.find_run(r, results or "results")) for r in (run_a, run_b))
+    a, b = _readable_runs([run_a, run_b], results or "results")
     rows = report.diff(a, b)
     if json_:
         out.file.write(json.dumps([{"key": k, "a": x, "b": y} for k, x, y in rows], default=str) + "\n")

@@ -447,6 +447,9 @@ def test_compare_over_a_results_folder_with_broken_runs(earlier):
     # commands that must read the broken run say so in one line
     res = invoke(["plot", earlier.run_dir.name, bad.name, "--results", earlier.results])
     assert_one_error_line(res, 1, f"run {bad.name} cannot be read", "corrupted")
+    res = invoke(["diff", earlier.run_dir.name, bad.name, "--results", earlier.results])
+    assert_one_error_line(res, 1, f"run {bad.name} cannot be read", "corrupted")
+    assert res.stdout == ""  # no table of None against the broken side
 
 
 def test_eval_of_an_interrupted_run_suggests_resume(earlier):
