@@ -40,10 +40,26 @@ def compare_rows(records: list[dict], baseline: str, target: float) -> list[dict
         row["target_accuracy"] = target
         row["steps_to_target"] = sum(hit) / len(hit) if hit and len(hit) == len(reached) else None
         row["n_reached_target"] = len(hit)
+        row["bn_initial_share"] = max((bn_initial_share(r) for r in done), default=None, key=lambda x: x or 0)
         row["n_reused"] = sum(1 for r in mine if r.get("reused"))
         row["statuses"] = sorted({r.get("status") for r in mine})
         row["run_ids"] = [r.get("run_id") for r in mine]
     return rows
+
+
+# A BN moving average starts at mean 0, variance 1 and keeps momentum**steps of that start.
+# Above this share, inference-mode scores describe the initializer as much as the data.
+BN_INITIAL_SHARE_NOTE = 0.05
+
+
+def bn_initial_share(rec: dict) -> float | None:
+    """The share of BN's initial statistics still in the moving averages at the end of a run
+    (bn_momentum ** steps); None for a run without BN or whose statistics were recalibrated."""
+    cfg, spec = rec.get("config") or {}, rec.get("variant_spec") or {}
+    layers = list(spec.get("block") or []) + list(spec.get("head") or [])
+    if "bn" not in layers or cfg.get("bn_recalibrate") or not _finite(cfg.get("bn_momentum")) or not rec.get("steps"):
+        return None
+    return float(cfg["bn_momentum"]) ** int(rec["steps"])
 
 
 def _best(rows: list[dict]) -> dict[str, set[int]]:
@@ -93,7 +109,19 @@ def _notes(row) -> str:
         notes.append(f"failed {row['n_failed']}")
     if row.get("n_reused"):
         notes.append(f"reused {row['n_reused']}")
+    share = row.get("bn_initial_share")
+    if _finite(share) and share > BN_INITIAL_SHARE_NOTE:
+        notes.append(f"BN averages {share:.0%} initial")
     return ", ".join(notes)
+
+
+def _footnote(rows: list[dict]) -> str:
+    """What the "BN averages N% initial" note means, when a row carries it."""
+    if not any(_finite(r.get("bn_initial_share")) and r["bn_initial_share"] > BN_INITIAL_SHARE_NOTE for r in rows):
+        return ""
+    return ("BN averages N% initial: after this few steps the BN moving averages (momentum ** steps) still hold N% "
+            "of their start (mean 0, variance 1), so inference-mode scores understate BN; train longer or add "
+            "--set bn_recalibrate=1000.")
 
 
 def _layout(rows: list[dict], baseline: str) -> tuple[list[str], list[list[tuple[str, str | None]]]]:
@@ -130,8 +158,9 @@ def compare_table(rows: list[dict], baseline: str, title: str = "") -> Table:
     from rich.markup import escape
 
     target = rows[0]["target_accuracy"] if rows else 0.8
-    table = Table(title=title or None, caption=f"mean ± std over seeds; Δ and p: paired by seed against {baseline}; "
-                  f"★ best in column; steps: first eval step with test accuracy ≥ {target:.0%}")
+    caption = (f"mean ± std over seeds; Δ and p: paired by seed against {baseline}; "
+               f"★ best in column; steps: first eval step with test accuracy ≥ {target:.0%}")
+    table = Table(title=title or None, caption=caption + ("\n" + _footnote(rows) if _footnote(rows) else ""))
     head, body = _layout(rows, baseline)
     for name in head:
         table.add_column(name, justify="left" if name in ("group", "variant", "verdict", "notes") else "right")
@@ -164,7 +193,7 @@ def to_markdown(rows: list[dict], baseline: str, plot: str | None = None, comman
     for i, cells in enumerate(body):
         lines.append("| " + " | ".join(f"**{t}**" if col and i in best.get(col, ()) else t for t, col in cells) + " |")
     lines += ["", f"Mean ± std over seeds; bold: best in column. Δ: paired by seed against {baseline}, "
-              "95% t-interval, paired t-test p-value; verdict at α = 0.05."]
+              "95% t-interval, paired t-test p-value; verdict at α = 0.05." + (" " + _footnote(rows) if _footnote(rows) else "")]
     if plot:
         lines += ["", f"![learning curves]({plot})"]
     return "\n".join(lines) + "\n"

@@ -58,6 +58,10 @@ def test_markdown_and_csv_reports(tmp_path):
     assert md.exit_code == 0, md.output
     assert "| variant | n | test acc % (mean ± std)" in md.stdout and "| bn-post | 2 |" in md.stdout
     assert "![learning curves](curves.png)" in md.stdout
+    # 10 steps at momentum 0.99: BN's averages still hold 0.99**10 = 90% of their start, and the report says so
+    bn_row = next(line for line in md.stdout.splitlines() if line.startswith("| bn-post |"))
+    assert "BN averages 90% initial" in bn_row and "bn_recalibrate=1000" in md.stdout
+    assert "initial" not in next(line for line in md.stdout.splitlines() if line.startswith("| plain |"))
     import csv
     import io
 
@@ -66,3 +70,15 @@ def test_markdown_and_csv_reports(tmp_path):
     assert [r["variant"] for r in rows] == ["plain", "bn-post"] and rows[1]["n_reused"] == "2"
     folder = sorted(tmp_path.glob("compare-*"))[-1]
     assert {p.name for p in folder.iterdir()} >= {"compare.json", "report.md", "rows.csv", "curves.png"}
+
+
+def test_bn_initial_share():
+    from bnexp.report import bn_initial_share
+
+    bn = {"variant_spec": {"block": ["dense", "bn", "act"], "head": []}, "steps": 31,
+          "config": {"bn_momentum": 0.99, "bn_recalibrate": 0}}
+    assert abs(bn_initial_share(bn) - 0.99 ** 31) < 1e-12 and bn_initial_share(bn) > 0.7
+    assert bn_initial_share({**bn, "steps": 468}) < 0.01  # one epoch of the lab: warmed up
+    assert bn_initial_share({**bn, "config": {"bn_momentum": 0.99, "bn_recalibrate": 1000}}) is None
+    assert bn_initial_share({**bn, "variant_spec": {"block": ["dense", "act"], "head": []}}) is None
+    assert bn_initial_share({**bn, "variant_spec": {"block": ["dense", "act"], "head": ["bn", "act"]}}) is not None
