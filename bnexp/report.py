@@ -119,8 +119,8 @@ def _footnote(rows: list[dict]) -> str:
     """What the "BN averages N% initial" note means, when a row carries it."""
     if not any(_finite(r.get("bn_initial_share")) and r["bn_initial_share"] > BN_INITIAL_SHARE_NOTE for r in rows):
         return ""
-    return ("BN averages N% initial: after this few steps the BN moving averages (momentum ** steps) still hold N% "
-            "of their start (mean 0, variance 1), so inference-mode scores understate BN; train longer or add "
+    return ("BN averages N% initial: BN's moving averages keep momentum ** steps of their start (mean 0, "
+            "variance 1), N% after so few steps, so inference-mode scores understate BN; train longer or add "
             "--set bn_recalibrate=1000.")
 
 
