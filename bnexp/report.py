@@ -160,7 +160,8 @@ def compare_table(rows: list[dict], baseline: str, title: str = "") -> Table:
     target = rows[0]["target_accuracy"] if rows else 0.8
     caption = (f"mean ± std over seeds; Δ and p: paired by seed against {baseline}; "
                f"★ best in column; steps: first eval step with test accuracy ≥ {target:.0%}")
-    table = Table(title=title or None, caption=caption + ("\n" + _footnote(rows) if _footnote(rows) else ""))
+    foot = _footnote(rows)
+    table = Table(title=title or None, caption=caption + ("\n" + foot if foot else ""))
     head, body = _layout(rows, baseline)
     for name in head:
         table.add_column(name, justify="left" if name in ("group", "variant", "verdict", "notes") else "right")
@@ -192,8 +193,9 @@ def to_markdown(rows: list[dict], baseline: str, plot: str | None = None, comman
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, cells in enumerate(body):
         lines.append("| " + " | ".join(f"**{t}**" if col and i in best.get(col, ()) else t for t, col in cells) + " |")
+    foot = _footnote(rows)
     lines += ["", f"Mean ± std over seeds; bold: best in column. Δ: paired by seed against {baseline}, "
-              "95% t-interval, paired t-test p-value; verdict at α = 0.05." + (" " + _footnote(rows) if _footnote(rows) else "")]
+              "95% t-interval, paired t-test p-value; verdict at α = 0.05." + (" " + foot if foot else "")]
     if plot:
         lines += ["", f"![learning curves]({plot})"]
     return "\n".join(lines) + "\n"
