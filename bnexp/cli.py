@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -39,6 +39,7 @@ DataDir_ = Annotated[Optional[str], typer.Option("--data-dir", help="folder with
 Results_ = Annotated[Optional[str], typer.Option("--results", help="results folder [default: results]")]
 Set_ = Annotated[Optional[list[str]], typer.Option("--set", help="any config key: --set width=512 (repeatable)")]
 Exec_ = Annotated[Optional[str], typer.Option("--execution", help="xla | graph | eager [default: xla]")]
+Workers_ = Annotated[Optional[int], typer.Option("--workers", help="runs trained at the same time [default: 2 on 2+ cores]")]
 Json_ = Annotated[bool, typer.Option("--json", help="print JSON only on stdout")]
 Debug_ = Annotated[bool, typer.Option("--debug", help="show tracebacks")]
 
@@ -148,22 +149,31 @@ def _planned(exp, allow_missing_data: bool = False):
 
 
 @contextmanager
-def _progress_bar(spec, quiet: bool):
+def _progress_bars(quiet: bool):
+    """One Rich display for a batch; each run in flight gets a bar (runs may train at once)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     if quiet:
-        yield None
+        yield lambda spec: nullcontext()
         return
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
-                   TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.3f}"), TimeRemainingColumn(),
-                   console=err, transient=True)
-    with bar:
-        task = bar.add_task(spec.label, total=None, loss=float("nan"), acc=float("nan"))
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
+                    TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.3f}"), TimeRemainingColumn(),
+                    console=err, transient=True)
+
+    @contextmanager
+    def bar(spec):
+        task = bars.add_task(spec.label, total=None, loss=float("nan"), acc=float("nan"))
 
         def on_progress(step, total, loss, acc):
-            bar.update(task, completed=step, total=total, loss=loss, acc=acc)
+            bars.update(task, completed=step, total=total, loss=loss, acc=acc)
 
-        yield on_progress
+        try:
+            yield on_progress
+        finally:
+            bars.remove_task(task)
+
+    with bars:
+        yield bar
 
 
 def _events(quiet: bool):
@@ -188,9 +198,10 @@ def _events(quiet: bool):
 def _run(specs, source, *, reuse=True, force=False, retry_failed=False, quiet=False):
     from .plan import LocalExecutor, execute
 
-    executor = LocalExecutor(progress=lambda spec: _progress_bar(spec, quiet))
-    return execute(specs, source, executor=executor, reuse=reuse, force=force, retry_failed=retry_failed,
-                   on_event=_events(quiet))
+    with _progress_bars(quiet) as bar:
+        return execute(specs, source, executor=LocalExecutor(progress=bar), reuse=reuse, force=force,
+                       retry_failed=retry_failed, on_event=_events(quiet),
+                       workers=specs[0].config.resolved_workers())
 
 
 # ---------------------------------------------------------------- commands
@@ -407,7 +418,7 @@ def _compare_like(exp, specs, source, *, baseline, force, retry_failed, json_, f
 def compare(variants: Annotated[Optional[list[str]], typer.Argument(help="variants to compare (default: from --config)")] = None,
             config: Config_ = None, dataset: Dataset_ = None, epochs: Epochs_ = None, lr: Lr_ = None,
             batch_size: Batch_ = None, seed: Seed_ = None, seeds: Seeds_ = None, data_dir: DataDir_ = None,
-            results: Results_ = None, set_: Set_ = None, execution: Exec_ = None,
+            results: Results_ = None, set_: Set_ = None, execution: Exec_ = None, workers: Workers_ = None,
             baseline: Annotated[Optional[str], typer.Option(help="variant the others are paired against [default: the first]")] = None,
             force: Annotated[bool, typer.Option("--force", help="train again even where a finished run matches")] = False,
             retry_failed: Annotated[bool, typer.Option("--retry-failed", help="train again the runs that failed before")] = False,
@@ -417,7 +428,7 @@ def compare(variants: Annotated[Optional[list[str]], typer.Argument(help="varian
     """Train (or reuse) each variant over the seeds and compare them in one table."""
 
     flags = dict(dataset=dataset, epochs=epochs, lr=lr, batch_size=batch_size, data_dir=data_dir,
-                 results=results, execution=execution, variants=variants or None)
+                 results=results, execution=execution, workers=workers, variants=variants or None)
     exp = _experiment(config, flags, set_, seeds=seeds, seed=seed)
     if exp.grid:
         raise UsageError(f"{exp.source} has a grid: run it with `bnexp sweep {exp.source}`")
@@ -432,7 +443,7 @@ def compare(variants: Annotated[Optional[list[str]], typer.Argument(help="varian
 def sweep(file: Annotated[Path, typer.Argument(help="sweep YAML with variants, seeds and a grid")],
           dry_run: Annotated[bool, typer.Option("--dry-run", help="list the runs, train nothing")] = False,
           dataset: Dataset_ = None, epochs: Epochs_ = None, seeds: Seeds_ = None, data_dir: DataDir_ = None,
-          results: Results_ = None, set_: Set_ = None,
+          results: Results_ = None, set_: Set_ = None, workers: Workers_ = None,
           force: Annotated[bool, typer.Option("--force")] = False,
           retry_failed: Annotated[bool, typer.Option("--retry-failed")] = False,
           json_: Json_ = False,
@@ -443,7 +454,7 @@ def sweep(file: Annotated[Path, typer.Argument(help="sweep YAML with variants, s
 
     from . import runs
 
-    flags = dict(dataset=dataset, epochs=epochs, data_dir=data_dir, results=results)
+    flags = dict(dataset=dataset, epochs=epochs, data_dir=data_dir, results=results, workers=workers)
     exp = _experiment(file, flags, set_, seeds=seeds)
     source, specs = _planned(exp, allow_missing_data=dry_run)
     if dry_run:

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -73,6 +74,9 @@ class Config:
 
     # --- execution
     execution: str = "xla"  # xla (fastest) | graph (tf.function) | eager (the lab's loop, for debugging)
+    workers: int = 0  # runs that compare and sweep train at the same time, each in its own thread;
+    # results are the same as one at a time. 0: 2 on a machine with 2 or more cores, else 1; 1 for
+    # execution=eager (Python-bound: threads only slow it, and debugging wants one run at a time)
     results: str = "results"  # where run folders go
 
     def steps_per_epoch(self, n_train: int) -> int:
@@ -84,6 +88,14 @@ class Config:
     def resolved_eval_every(self, n_train: int) -> int:
         return self.eval_every or max(1, self.steps_per_epoch(n_train) // 10)
 
+    def resolved_workers(self) -> int:
+        if self.workers:
+            return self.workers
+        if self.execution == "eager":
+            return 1
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return 2 if cores >= 2 else 1
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -93,7 +105,7 @@ class Config:
 
 # Keys that change where things are read or written, or how results are shown, but
 # not what a run computes: they stay out of the reuse key.
-NOT_IN_RESULT = frozenset({"data_dir", "results", "target_accuracy", "checkpoint_every"})
+NOT_IN_RESULT = frozenset({"data_dir", "results", "target_accuracy", "checkpoint_every", "workers"})
 
 # Keys a YAML file may hold besides config keys; they shape a comparison or sweep.
 EXPERIMENT_KEYS = {
@@ -163,6 +175,7 @@ def validate(cfg: Config) -> Config:
     _check(finite(c.init_std) and c.init_std > 0, "init_std", c.init_std, "must be positive")
     _check(finite(c.momentum) and 0 <= c.momentum < 1, "momentum", c.momentum, "must be in [0, 1)")
     _check(c.seed >= 0, "seed", c.seed, "must be 0 or more")
+    _check(c.workers >= 0, "workers", c.workers, "must be 0 (automatic) or a number of runs at once")
     _check(c.eval_every is None or c.eval_every >= 1, "eval_every", c.eval_every, "must be at least 1")
     _check(c.eval_samples >= 1, "eval_samples", c.eval_samples, "must be at least 1")
     _check(finite(c.target_accuracy) and 0 < c.target_accuracy <= 1, "target_accuracy", c.target_accuracy, "must be in (0, 1]")

@@ -2,15 +2,16 @@
 
 `plan()` turns an Experiment into RunSpecs (variant x grid point x seed) without touching
 TensorFlow or data. `execute()` walks the specs: it reuses finished runs, resumes
-interrupted ones, and hands the rest to an executor, one run at a time. LocalExecutor
+interrupted ones, and hands the rest to an executor, `workers` runs at a time. LocalExecutor
 trains in this process; another executor (a Ray task, say) only has to implement
-`run(spec, data, run_dir, record) -> record`.
+`run(spec, data, run_dir, record, poll) -> record`.
 """
 
 from __future__ import annotations
 
 import itertools
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -60,24 +61,28 @@ def plan(exp: Experiment, variants: list[str] | None = None) -> list[RunSpec]:
 
 
 class Executor(Protocol):
-    def run(self, spec: RunSpec, data, run_dir: Path, record: dict) -> dict: ...
+    """Trains one run. `execute` may call `run` from several threads at once (`workers`);
+    `poll`, when given, lists the signals that arrived: stop at the next safe point."""
+
+    def run(self, spec: RunSpec, data, run_dir: Path, record: dict, poll: Callable | None = None) -> dict: ...
 
 
 class LocalExecutor:
-    """Trains in this process, sharing compiled programs across runs of the same shape."""
+    """Trains in this process, sharing compiled programs and the data across runs (and
+    across the threads that train runs at once)."""
 
     def __init__(self, progress: Callable | None = None):
         self.engine = None
         self.progress = progress  # progress(spec) -> context manager yielding on_progress
 
-    def run(self, spec: RunSpec, data, run_dir: Path, record: dict) -> dict:
+    def run(self, spec: RunSpec, data, run_dir: Path, record: dict, poll: Callable | None = None) -> dict:
         from .train import Engine, train
 
         self.engine = self.engine or Engine()
         if self.progress is None:
-            return train(spec.config, spec.variant, data, run_dir, record, self.engine)
+            return train(spec.config, spec.variant, data, run_dir, record, self.engine, poll=poll)
         with self.progress(spec) as on_progress:
-            return train(spec.config, spec.variant, data, run_dir, record, self.engine, on_progress)
+            return train(spec.config, spec.variant, data, run_dir, record, self.engine, on_progress, poll=poll)
 
 
 @dataclass
@@ -91,13 +96,16 @@ class Outcome:
 
 def execute(specs: list[RunSpec], source, *, executor: Executor | None = None, reuse: bool = True,
             force: bool = False, retry_failed: bool = False,
-            on_event: Callable[[str, RunSpec, dict], None] | None = None) -> Outcome:
+            on_event: Callable[[str, RunSpec, dict], None] | None = None, workers: int = 1) -> Outcome:
     """Run `specs` on the dataset `source` (a data.DataSource); never trains what is done.
 
     reuse: take a finished (or diverged) run with the same key instead of training.
     force: train anew even so. retry_failed: train again where the last try failed
     (without it a failed run is reported as failed). Interrupted runs are resumed.
     A run that fails is recorded as failed and the batch goes on.
+    workers: how many runs train at the same time, each in its own thread. A run computes
+    the same thing whichever thread trains it, so results do not depend on it.
+    Records come back in the order of `specs`.
     """
     from . import data as data_mod
 
@@ -110,64 +118,127 @@ def execute(specs: list[RunSpec], source, *, executor: Executor | None = None, r
             emit("broken", None, rec)  # never reused, never touched: say so and go on
         elif rec.get("run_key"):
             by_key.setdefault(rec["run_key"], []).append(rec)
-    loaded = None
     out = Outcome()
-    env = None
-    for spec in specs:
+    slots: list[dict | None] = [None] * len(specs)
+    todo = []
+    for i, spec in enumerate(specs):
         key = spec.key(source.sha256)
         previous = by_key.get(key, [])
         done = [r for r in previous if r["status"] in runs.DONE]
         failed = [r for r in previous if r["status"] == "failed"]
         # a reused run is shown in this batch's sweep cell, whatever batch first made it
         if not force and reuse and done:
-            rec = dict(done[-1], reused=True, group=spec.group)
-            out.records.append(rec)
+            slots[i] = dict(done[-1], reused=True, group=spec.group)
             out.reused += 1
-            emit("reused", spec, rec)
-            continue
-        if not force and reuse and failed and not retry_failed:
-            rec = dict(failed[-1], reused=True, group=spec.group)
-            out.records.append(rec)
+            emit("reused", spec, slots[i])
+        elif not force and reuse and failed and not retry_failed:
+            slots[i] = dict(failed[-1], reused=True, group=spec.group)
             out.failed += 1
-            emit("failed-before", spec, rec)
-            continue
-        if loaded is None:  # decode before claiming a folder: bad data must leave nothing behind
-            loaded = data_mod.load(source)
+            emit("failed-before", spec, slots[i])
+        else:
+            todo.append((i, spec, key, previous))
+    if todo:
+        loaded = data_mod.load(source)  # decode before claiming a folder: bad data must leave nothing behind
         n = loaded.x_train.shape[0]
-        if n // spec.config.batch_size < 1:
-            raise UsageError(f"batch_size={spec.config.batch_size} is larger than the {n} training images; lower --batch-size")
-        run_dir, lock, resumed = _take_interrupted(previous) if not force else (None, None, False)
-        if run_dir is None:
-            run_dir = runs.claim(results, spec.variant.name, spec.config.seed)
-            lock = runs.Lock(run_dir)
-            lock.acquire()
-        try:
-            env = env or runs.environment()
-            record = _base_record(spec, key, run_dir, loaded, env)
-            if not resumed:
-                runs.write_atomic(run_dir / "config.yaml", _config_yaml(spec))
-            emit("resuming" if resumed else "training", spec, record)
+        for _, spec, _, _ in todo:
+            if n // spec.config.batch_size < 1:
+                raise UsageError(f"batch_size={spec.config.batch_size} is larger than the {n} training images; "
+                                 "lower --batch-size")
+        env = runs.environment()
+        counted = threading.Lock()
+
+        def run_one(i: int, spec: RunSpec, key: str, previous: list[dict], poll: Callable | None) -> None:
+            run_dir, lock, resumed = _take_interrupted(previous) if not force else (None, None, False)
+            if run_dir is None:
+                run_dir = runs.claim(results, spec.variant.name, spec.config.seed)
+                lock = runs.Lock(run_dir)
+                lock.acquire()
             try:
-                rec = executor.run(spec, loaded, run_dir, record)
-            except (KeyboardInterrupt, Interrupted, UsageError):
-                if not (run_dir / "metrics.json").exists():  # stopped before it began: nothing to keep
-                    shutil.rmtree(run_dir, ignore_errors=True)
-                raise
-            except Exception as e:  # one broken run must not sink the batch
-                record.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0])
-                runs.write_json(run_dir / "metrics.json", record)
-                rec = record
-                out.failed += 1
-                emit("failed", spec, rec)
-            else:
-                out.resumed += resumed
-                out.trained += not resumed
-                emit(rec["status"], spec, rec)
-            rec["run_dir"] = str(run_dir)
-            out.records.append(rec)
-        finally:
-            lock.release()
+                record = _base_record(spec, key, run_dir, loaded, env)
+                if not resumed:
+                    runs.write_atomic(run_dir / "config.yaml", _config_yaml(spec))
+                emit("resuming" if resumed else "training", spec, record)
+                try:
+                    rec = executor.run(spec, loaded, run_dir, record, poll)
+                except (KeyboardInterrupt, Interrupted, UsageError):
+                    if not (run_dir / "metrics.json").exists():  # stopped before it began: nothing to keep
+                        shutil.rmtree(run_dir, ignore_errors=True)
+                    raise
+                except Exception as e:  # one broken run must not sink the batch
+                    record.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0])
+                    runs.write_json(run_dir / "metrics.json", record)
+                    rec = record
+                    with counted:
+                        out.failed += 1
+                    emit("failed", spec, rec)
+                else:
+                    with counted:
+                        out.resumed += resumed
+                        out.trained += not resumed
+                    emit(rec["status"], spec, rec)
+                rec["run_dir"] = str(run_dir)
+                slots[i] = rec
+            finally:
+                lock.release()
+
+        if workers <= 1 or len(todo) == 1:
+            for job in todo:
+                run_one(*job, None)
+        else:
+            _in_threads(run_one, _interleaved(todo), workers)
+    out.records = [r for r in slots if r is not None]
     return out
+
+
+def _interleaved(todo: list) -> list:
+    """Jobs taken in turn from each variant and sweep cell, so that runs training at the same
+    time tend to differ in shape and each compiled program is built once."""
+    buckets: dict[tuple, list] = {}
+    for job in todo:
+        buckets.setdefault((job[1].variant.name, job[1].group), []).append(job)
+    return [job for row in itertools.zip_longest(*buckets.values()) for job in row if job is not None]
+
+
+def _in_threads(run_one: Callable, todo: list, workers: int) -> None:
+    """`run_one(*job, poll)` for each job, `workers` at a time. Ctrl-C and SIGTERM are held
+    for the whole batch and shared through `poll`: every run in flight saves a checkpoint at
+    its next call boundary and no new run starts. The first error is raised once all stop."""
+    from .train import deferred_signals
+
+    jobs = iter(todo)
+    taking = threading.Lock()
+    errors: list[BaseException] = []
+    with deferred_signals() as poll:
+        def worker() -> None:
+            while True:
+                with taking:
+                    job = None if errors or poll() else next(jobs, None)
+                if job is None:
+                    return
+                try:
+                    run_one(*job, poll)
+                except BaseException as e:  # noqa: BLE001 - handed to the main thread
+                    errors.append(e)
+                    return
+
+        threads = [threading.Thread(target=worker, name=f"bnexp-run-{k}", daemon=True)
+                   for k in range(min(workers, len(todo)))]
+        for th in threads:
+            th.start()
+        for th in threads:
+            while th.is_alive():
+                # wake up often: a signal that landed in another thread (Rich's refresher) runs its
+                # handler only when this thread runs Python, and poll() takes one still pending
+                th.join(0.05)
+                poll()
+        stopped = bool(poll())
+    cut = [e for e in errors if isinstance(e, Interrupted)]
+    if cut:
+        raise Interrupted(cut[0].signum, cut[0].run_dir, others=len(cut) - 1)
+    if errors:
+        raise errors[0]
+    if stopped:  # a signal arrived between runs: everything started has finished
+        raise KeyboardInterrupt
 
 
 def _take_interrupted(previous: list[dict]):

@@ -11,6 +11,10 @@ from the very weights saved to model.keras.
 Nothing lost: a checkpoint (all model and optimizer variables, the dropout RNG state, the
 step and the partial history) is written every `checkpoint_every` steps; Ctrl-C and
 SIGTERM are deferred to the next chunk boundary, where a checkpoint is saved.
+
+Runs at once: `train()` may run in several threads, each with its own `Engine`. Seeding and
+building Keras models touch process-wide RNGs (Python's `random`, TensorFlow's global seed),
+so those steps, tracing and saving hold `KERAS_LOCK`; the compiled calls run in parallel.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from . import runs
 from .config import Config
 from .variants import Variant, build_model
 
+KERAS_LOCK = threading.RLock()  # held while seeding, building, tracing or saving a model
 EVAL_BATCH = 10_000  # inference batch: large batches are cheap, and bound memory on big sets
 PERCENTILES = (15, 50, 85)  # Ioffe & Szegedy, Figure 1(b, c)
 
@@ -41,10 +46,15 @@ PERCENTILES = (15, 50, 85)  # Ioffe & Szegedy, Figure 1(b, c)
 class Interrupted(Exception):
     """Ctrl-C or SIGTERM arrived; a checkpoint was saved and the run marked interrupted."""
 
-    def __init__(self, signum: int, run_dir: Path):
+    def __init__(self, signum: int, run_dir: Path, others: int = 0):
         self.signum, self.run_dir = signum, run_dir
-        super().__init__(f"interrupted by {signal.Signals(signum).name}; checkpoint saved in {run_dir}; "
-                         f"run the same command again (or `bnexp train --resume {run_dir.name}`) to resume")
+        if others:  # runs that were training at once
+            where = f"checkpoints saved in {run_dir} and {others} more run folder{'s' * (others > 1)}"
+            resume = "run the same command again to resume them"
+        else:
+            where = f"checkpoint saved in {run_dir}"
+            resume = f"run the same command again (or `bnexp train --resume {run_dir.name}`) to resume"
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; {where}; {resume}")
 
 
 def tf():
@@ -104,6 +114,10 @@ class Program:
     """A model, its optimizer and their compiled functions, reused across runs."""
 
     def __init__(self, variant: Variant, cfg: Config, data, tensors):
+        with KERAS_LOCK:
+            self._build(variant, cfg, data, tensors)
+
+    def _build(self, variant: Variant, cfg: Config, data, tensors):
         t = tf()
         import keras
 
@@ -235,8 +249,9 @@ class Program:
         """Give the shared model exactly the state a fresh run with `cfg.seed` would get."""
         import keras
 
-        keras.utils.set_random_seed(cfg.seed)
-        fresh = build_model(self.variant, cfg, self.input_shape)
+        with KERAS_LOCK:
+            keras.utils.set_random_seed(cfg.seed)
+            fresh = build_model(self.variant, cfg, self.input_shape)
         for v, f in zip(self.model.variables, fresh.variables):
             v.assign(f)
         for v, init in zip(self.optimizer.variables, self.opt_init):
@@ -303,29 +318,51 @@ class Program:
 
 
 class Engine:
-    """Compiled programs and device-resident data, shared by the runs of one process."""
+    """Compiled programs and device-resident data, shared by the runs of one process.
+
+    A program trains one run at a time. `program()` lends a free one for the run's graph
+    shape and builds another only when every one of that shape is busy, so runs trained
+    at once in several threads share one Engine and one copy of the data.
+    """
 
     def __init__(self):
-        self.programs: dict[str, Program] = {}
+        self.programs: dict[str, list[Program]] = {}
         self.tensors: dict[str, tuple] = {}
+        self._busy: set[int] = set()  # id() of the programs lent out
+        self._lock = threading.Lock()
 
-    def program(self, variant: Variant, cfg: Config, data) -> Program:
+    @contextmanager
+    def program(self, variant: Variant, cfg: Config, data):
         t = tf()
         sha = data.source.sha256
-        if sha not in self.tensors:
-            shape = tuple(data.image_shape)
-            self.tensors = {sha: (  # keep one dataset resident at a time: memory stays bounded
-                t.constant(_compact(data.x_train).reshape((-1, *shape))), t.constant(data.y_train),
-                t.constant(_compact(data.x_test).reshape((-1, *shape))), t.constant(data.y_test))}
-            self.programs = {}  # they were compiled for the previous dataset's tensors
         key = program_key(variant, cfg, data)
-        if key not in self.programs:
-            self.programs[key] = Program(variant, cfg, data, self.tensors[sha])
-        return self.programs[key]
+        with self._lock:
+            if sha not in self.tensors:
+                if self._busy:
+                    raise RuntimeError("an Engine trains on one dataset at a time")
+                shape = tuple(data.image_shape)
+                self.tensors = {sha: (  # keep one dataset resident at a time: memory stays bounded
+                    t.constant(_compact(data.x_train).reshape((-1, *shape))), t.constant(data.y_train),
+                    t.constant(_compact(data.x_test).reshape((-1, *shape))), t.constant(data.y_test))}
+                self.programs = {}  # they were compiled for the previous dataset's tensors
+            prog = next((p for p in self.programs.get(key, []) if id(p) not in self._busy), None)
+            if prog is not None:
+                self._busy.add(id(prog))
+            tensors = self.tensors[sha]
+        if prog is None:
+            prog = Program(variant, cfg, data, tensors)
+            with self._lock:
+                self.programs.setdefault(key, []).append(prog)
+                self._busy.add(id(prog))
+        try:
+            yield prog
+        finally:
+            with self._lock:
+                self._busy.discard(id(prog))
 
 
 @contextmanager
-def _deferred_signals():
+def deferred_signals():
     """Hold SIGINT/SIGTERM while TensorFlow works; the `poll()` this yields, called between
     compiled calls, lists the ones that arrived.
 
@@ -412,26 +449,39 @@ def _perm(seed: int, epoch: int, n: int, steps: int, batch: int) -> np.ndarray:
 
 
 def train(cfg: Config, variant: Variant, data, run_dir: Path, record: dict,
-          engine: Engine | None = None, on_progress: Callable | None = None) -> dict:
+          engine: Engine | None = None, on_progress: Callable | None = None,
+          poll: Callable[[], list] | None = None) -> dict:
     """Train `variant` under `cfg` into `run_dir` and return its finished record.
 
     `record` holds the identity and provenance keys (run_id, seed, dataset, env...);
     this adds the metrics and writes metrics.json, model.keras, checkpoint.npz and tb/.
     If run_dir holds a checkpoint, training resumes from it. Ctrl-C or SIGTERM saves a
     checkpoint at the next call boundary and raises Interrupted.
+
+    `poll` is for callers that run several trainings at once: they hold the signals
+    themselves (`deferred_signals()`) and pass its poll, so that one Ctrl-C stops every run.
     """
-    with _deferred_signals() as poll:
-        rec = _train(cfg, variant, data, run_dir, record, engine, on_progress, poll)
-        if poll():  # arrived while the run was finishing: it is saved; stop the batch here
-            raise Interrupted(poll()[0], run_dir)
+    if poll is not None:
+        return _train_checked(cfg, variant, data, run_dir, record, engine, on_progress, poll)
+    with deferred_signals() as poll:
+        return _train_checked(cfg, variant, data, run_dir, record, engine, on_progress, poll)
+
+
+def _train_checked(cfg, variant, data, run_dir, record, engine, on_progress, poll) -> dict:
+    rec = _train(cfg, variant, data, run_dir, record, engine, on_progress, poll)
+    if poll():  # arrived while the run was finishing: it is saved; stop the batch here
+        raise Interrupted(poll()[0], run_dir)
     return rec
 
 
 def _train(cfg, variant, data, run_dir, record, engine, on_progress, poll) -> dict:
-    t = tf()
     started = time.perf_counter()
-    engine = engine or Engine()
-    prog = engine.program(variant, cfg, data)
+    with (engine or Engine()).program(variant, cfg, data) as prog:
+        return _train_with(prog, cfg, variant, data, run_dir, record, on_progress, poll, started)
+
+
+def _train_with(prog, cfg, variant, data, run_dir, record, on_progress, poll, started) -> dict:
+    t = tf()
     n_train = int(data.x_train.shape[0])
     spe = cfg.steps_per_epoch(n_train)
     if spe < 1:
@@ -458,8 +508,9 @@ def _train(cfg, variant, data, run_dir, record, engine, on_progress, poll) -> di
     c0 = time.perf_counter()
     perm = t.constant(_perm(cfg.seed, st.step // spe, n_train, spe, cfg.batch_size))
     if not prog.compiled and cfg.execution != "eager":
-        prog.chunk(prog.X, prog.Y, perm, *(t.constant(v) for v in (0, 0, 0, total, eval_every)),
-                   *(t.constant(v) for v in (-1.0, cfg.divergence_factor, 0.0, 0.0)), Xe, Ye)
+        with KERAS_LOCK:  # tracing builds Keras state; compiling is then cached per program
+            prog.chunk(prog.X, prog.Y, perm, *(t.constant(v) for v in (0, 0, 0, total, eval_every)),
+                       *(t.constant(v) for v in (-1.0, cfg.divergence_factor, 0.0, 0.0)), Xe, Ye)
         prog.compiled = True
     compile_s = time.perf_counter() - c0
 
@@ -493,6 +544,7 @@ def _train(cfg, variant, data, run_dir, record, engine, on_progress, poll) -> di
 
     diverged = None
     factor = t.constant(cfg.divergence_factor)
+    loop_start = time.time()
     while st.step < total:
         epoch, pos = divmod(st.step, spe)
         if pos == 0:
@@ -526,6 +578,7 @@ def _train(cfg, variant, data, run_dir, record, engine, on_progress, poll) -> di
             runs.write_json(run_dir / "metrics.json", record)
             raise Interrupted(poll()[0], run_dir)
 
+    loop_end = time.time()
     if cfg.bn_recalibrate and prog.bn_layers and not diverged:
         if st.moving_avg is None:  # (a checkpoint saved after recalibrating already holds it)
             st.moving_avg = list(prog.score(prog.Xt, prog.Yt))  # what the moving averages score
@@ -537,7 +590,8 @@ def _train(cfg, variant, data, run_dir, record, engine, on_progress, poll) -> di
     if cfg.bn_batchstats_eval:
         bl, ba = prog.score(prog.Xt, prog.Yt, batchstats=True)
         record.update(test_loss_batchstats=bl, test_accuracy_batchstats=ba)
-    prog.model.save(run_dir / "model.keras")
+    with KERAS_LOCK:
+        prog.model.save(run_dir / "model.keras")
     save_checkpoint(run_dir, prog, st)
     _write_tensorboard(run_dir / "tb", st.history)
 
@@ -550,6 +604,8 @@ def _train(cfg, variant, data, run_dir, record, engine, on_progress, poll) -> di
         steps=st.step, epochs_done=round(st.step / spe, 4),
         wall_time_s=time.perf_counter() - started, train_time_s=st.train_time_s,  # compiled calls: steps + eval points
         compile_time_s=compile_s,
+        # when this session's training loop ran (Unix time): runs trained at once overlap
+        train_start_unix=loop_start, train_end_unix=loop_end,
         samples_per_s=samples / st.train_time_s if st.train_time_s > 0 else None,
         **(diverged or {"diverged_step": None}),
         history=st.history, traces=st.traces, gpu=runs.gpu_info(),

@@ -72,6 +72,41 @@ def test_interrupted_run_resumes_to_the_same_metrics(tmp_path, uninterrupted, si
     assert [h["test_loss"] for h in final["history"]] == [h["test_loss"] for h in uninterrupted["history"]]
 
 
+COMPARE = ["compare", "dropout", "bn-pre", "--dataset", "mnist-sample", "--seed", "3", "--set", "steps=150",
+           "--set", "width=32", "--set", "eval_every=50", "--set", "checkpoint_every=25", "--set", "execution=eager"]
+
+
+def test_ctrl_c_stops_runs_training_at_once_and_they_resume_to_the_same_metrics(tmp_path):
+    """compare --workers 2 trains two runs at once: one Ctrl-C checkpoints both; the same
+    command then resumes both and ends where one-at-a-time runs end."""
+    whole = tmp_path / "whole"
+    proc = bnexp(*COMPARE, "--workers", "1", "--results", str(whole))
+    assert proc.wait(300) == 0, proc.communicate()
+    expected = {r["variant"]: r for r in map(lambda p: json.loads(p.read_text()), whole.glob("*/metrics.json"))}
+
+    results = tmp_path / "cut"
+    proc = bnexp(*COMPARE, "--workers", "2", "--results", str(results))
+    end = time.time() + 120
+    while len(list(results.glob("*/checkpoint.npz"))) < 2:  # both runs are under way
+        assert proc.poll() is None and time.time() < end, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    code = proc.wait(60)
+    _, err = proc.communicate()
+    assert code == 130 and "Traceback" not in err and "and 1 more run folder" in err, err
+    cut = {r["variant"]: r for r in map(lambda p: json.loads(p.read_text()), results.glob("*/metrics.json"))}
+    assert set(cut) == {"dropout", "bn-pre"} and all(r["status"] == "interrupted" for r in cut.values()), cut
+    assert all(0 < r["step"] < 150 for r in cut.values())
+
+    again = bnexp(*COMPARE, "--workers", "2", "--results", str(results))
+    assert again.wait(300) == 0, again.communicate()
+    final = {r["variant"]: r for r in map(lambda p: json.loads(p.read_text()), results.glob("*/metrics.json"))}
+    for variant, rec in final.items():
+        assert rec["run_id"] == cut[variant]["run_id"] and rec["status"] == "finished" and rec["resumed_from_step"] > 0
+        for key in ("test_accuracy", "test_loss", "train_loss", "train_accuracy"):
+            assert rec[key] == expected[variant][key], (variant, key)
+
+
 def test_resume_by_run_id(tmp_path, uninterrupted):
     proc = bnexp(*CMD, "--results", str(tmp_path))
     run = _wait_for_checkpoint(tmp_path, proc)

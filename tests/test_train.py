@@ -72,6 +72,28 @@ def test_same_seed_same_metrics_and_reused_program_equals_separate_run(tmp_path)
     assert seed0["test_loss"] != seed1["test_loss"]  # a seed changes weights, order and masks
 
 
+def test_runs_trained_at_once_equal_runs_trained_one_by_one(tmp_path):
+    """compare's --workers 2: two runs train at the same time in two threads. Each must get
+    exactly what it gets alone: its own initial weights, data order, dropout masks and BN
+    statistics. Tolerance 0, on the records and on every saved weight."""
+    sets = ["steps=800", "width=128", "eval_every=200"]  # long enough that two loops overlap
+    one = _run(_exp(tmp_path / "one", ["dropout", "bn-pre"], seeds=(0, 1), sets=sets), workers=1)
+    two = _run(_exp(tmp_path / "two", ["dropout", "bn-pre"], seeds=(0, 1), sets=sets), workers=2)
+    assert one.trained == two.trained == 4
+    assert [(r["variant"], r["seed"]) for r in two.records] == [(r["variant"], r["seed"]) for r in one.records]
+    # they did train at once: some two training loops ran over the same moments
+    spans = sorted((r["train_start_unix"], r["train_end_unix"]) for r in two.records)
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:])), spans
+    for a, b in zip(one.records, two.records):
+        for key in ("test_accuracy", "test_loss", "train_accuracy", "train_loss", "steps"):
+            assert a[key] == b[key], (a["variant"], a["seed"], key)
+        assert a["history"] == [dict(h) for h in b["history"]]
+        wa = keras.models.load_model(tmp_path / "one" / a["run_id"] / "model.keras").get_weights()
+        wb = keras.models.load_model(tmp_path / "two" / b["run_id"] / "model.keras").get_weights()
+        assert len(wa) == len(wb) and all(np.array_equal(x, y) for x, y in zip(wa, wb))
+    assert one.records[0]["test_loss"] != one.records[1]["test_loss"]  # the seeds did differ
+
+
 def test_same_seed_gives_every_variant_the_same_data_order():
     from bnexp.train import _perm
 
@@ -182,8 +204,12 @@ def test_engine_keeps_one_dataset_resident(sample):
     exp = load(None, {"dataset": "mnist-sample"}, TINY)
     from bnexp.variants import VARIANTS
 
-    eng.program(VARIANTS["plain"], exp.config, sample)
-    assert len(eng.tensors) == 1 and len(eng.programs) == 1
+    with eng.program(VARIANTS["plain"], exp.config, sample) as first:
+        with eng.program(VARIANTS["plain"], exp.config, sample) as second:
+            assert second is not first  # the first is busy: a second is built
+    with eng.program(VARIANTS["plain"], exp.config, sample) as again:
+        assert again is first  # a free one is lent again, not rebuilt
+    assert len(eng.tensors) == 1 and [len(v) for v in eng.programs.values()] == [2]
 
 
 def test_compare_shows_a_diverged_run_and_keeps_going(tmp_path):
