@@ -190,6 +190,9 @@ class Program:
         def pixels(x):
             return x if x.dtype == t.float32 else t.gather(lut, t.cast(x, t.int32))
 
+        # the eval points' images, decoded once: each point then costs only its forward pass
+        self.Xe, self.Ye = pixels(self.Xt[: cfg.eval_samples]), self.Yt[: cfg.eval_samples]
+
         def evaluate(x, y):
             logits = model(pixels(x), training=False)
             loss = t.reduce_sum(t.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
@@ -491,7 +494,7 @@ def _train_with(prog, cfg, variant, data, run_dir, record, on_progress, poll, st
     total = cfg.total_steps(n_train)
     eval_every = cfg.resolved_eval_every(n_train)
     ckpt_every = cfg.checkpoint_every or spe
-    Xe, Ye = prog.Xt[: cfg.eval_samples], prog.Yt[: cfg.eval_samples]
+    Xe, Ye = prog.Xe, prog.Ye
     probe = prog.Xt[: cfg.probe_size]
 
     prog.reset(cfg)
