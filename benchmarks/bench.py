@@ -13,6 +13,8 @@ epoch of each per round, after a warm-up that compiles them; each is reported as
 Measured:
   1. bnexp's epoch: `bnexp.train.train()` in-process, its train_time_s (the compiled calls
      alone), at the default eval_every and with no intermediate eval point (one call per epoch).
+  1b. In a child process: two bnexp runs at once in two threads, as `compare` trains them
+     (--workers 2), and two Keras fits (jit + spe50) at once; seconds per model-epoch.
   2. Keras `model.fit`, default compile (on CPU `jit_compile="auto"` resolves to False).
   3. Keras `model.fit` with jit_compile=True and steps_per_execution=50.
   4. The lab's eager loop, with its per-step re-computation and full test evaluation (timed over
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import json
 import os
 import platform
@@ -276,6 +279,19 @@ def bnexp_epochs(ds, tmp: Path) -> tuple[dict, dict]:
         rec = run(seed, eval_every=NO_EVAL)
         return {"s": rec["train_time_s"], "wall_s": rec["wall_time_s"], "accuracy": rec["test_accuracy"]}
 
+    info = {"steps_per_epoch": warm["steps_per_epoch"], "eval_samples": cfg.eval_samples,
+            "compile_s": warm["compile_time_s"], "first_run_wall_s": warm["wall_time_s"],
+            "first_run_train_s": warm["train_time_s"]}
+    return info, {"bnexp_train": train_default, "bnexp_train_no_eval": train_no_eval}
+
+
+def bnexp_two_at_once(ds, tmp: Path):
+    """Two runs in two threads sharing one Engine, as `compare` trains (--workers 2), warmed up."""
+    from bnexp import train as T
+    from bnexp.variants import resolve
+
+    variant, cfg, engine = resolve(VARIANT), lab_config(), T.Engine()
+
     def two_at_once(seed: int) -> dict:
         """Two runs in two threads sharing the Engine, as `compare` trains (--workers 2). The
         figure is seconds per model-epoch: the span from the first loop's start to the last
@@ -298,12 +314,9 @@ def bnexp_epochs(ds, tmp: Path) -> tuple[dict, dict]:
         return {"s": span / 2, "span_s": span, "loops_s": [r["train_time_s"] for r in recs],
                 "accuracy": [r["test_accuracy"] for r in recs]}
 
-    two_at_once(100)  # builds and compiles the second program a second thread needs
+    two_at_once(100)  # builds and compiles both programs
 
-    info = {"steps_per_epoch": warm["steps_per_epoch"], "eval_samples": cfg.eval_samples,
-            "compile_s": warm["compile_time_s"], "first_run_wall_s": warm["wall_time_s"],
-            "first_run_train_s": warm["train_time_s"]}
-    return info, {"bnexp_train": train_default, "bnexp_train_no_eval": train_no_eval, "bnexp_two_at_once": two_at_once}
+    return two_at_once
 
 
 def compiled_model(ds, seed: int, **compile_kw):
@@ -400,6 +413,42 @@ def fit_accuracy(ds, seeds: int) -> list[float]:
     return acc
 
 
+def run_rounds(runners: dict, rounds: int, swap: tuple[str, str] | None = None) -> tuple[dict, list]:
+    """One epoch of each runner per round, interleaved; `swap` trades two runners' places every other round."""
+    samples: dict[str, list[dict]] = {name: [] for name in runners}
+    load = []
+    for i in range(rounds):
+        say(f"round {i + 1}/{rounds}: one epoch each of {', '.join(runners)}")
+        load.append(os.getloadavg()[0])
+        order = list(runners)
+        if swap and i % 2:
+            j, k = order.index(swap[0]), order.index(swap[1])
+            order[j], order[k] = order[k], order[j]
+        for name in order:
+            gc.collect()  # the previous loop's garbage is not this loop's time
+            w0, c0 = perf_counter(), time.process_time()
+            sample = runners[name](i)
+            sample["cpu_share"] = (time.process_time() - c0) / (perf_counter() - w0)  # cores this process got
+            samples[name].append(sample)
+    return samples, load
+
+
+def measure_two_at_once(ds, b: Budget) -> dict:
+    """Item 1b, in a process of its own: bnexp and Keras fit (jit + spe50), each training two
+    models at once in two threads, interleaved. Its own process, because once TensorFlow has
+    run calls from several threads, later single-thread calls in that process can run ~1.5x
+    slower (seen with both fit and bnexp), which would skew the single-run loops."""
+    with tempfile.TemporaryDirectory() as tmp:
+        say("bnexp, two runs at once: warm-up (compiles two programs)")
+        runners = {"bnexp_two_at_once": bnexp_two_at_once(ds, Path(tmp))}
+        say("fit_jit_spe50, two at once: warm-up fits (compile)")
+        _, runners["fit_jit_spe50_two_at_once"] = fit_two_at_once(ds, jit_compile=True, steps_per_execution=50)
+        samples, load = run_rounds(runners, b.rounds)
+    return {"epoch_s": {name: stats([s["s"] for s in ss]) for name, ss in samples.items()},
+            "cpu_share": {name: stats([s["cpu_share"] for s in ss]) for name, ss in samples.items()},
+            "samples": samples, "load_avg_per_round": load}
+
+
 def measure_loops(ds, b: Budget) -> dict:
     """Items 1, 2, 3, 5, 6: every compiled loop, one epoch each per round, interleaved.
 
@@ -412,19 +461,8 @@ def measure_loops(ds, b: Budget) -> dict:
         for name, kw in (("fit_default", {}), ("fit_jit_spe50", {"jit_compile": True, "steps_per_execution": 50})):
             say(f"{name}: warm-up fit (compiles)")
             info[name], runners[name] = fit_epochs(ds, **kw)
-        say("fit_jit_spe50, two at once: warm-up fits (compile)")
-        info["fit_jit_spe50_two_at_once"], runners["fit_jit_spe50_two_at_once"] = fit_two_at_once(
-            ds, jit_compile=True, steps_per_execution=50)
-        samples: dict[str, list[dict]] = {name: [] for name in runners}
-        load = []
-        for i in range(b.rounds):
-            say(f"round {i + 1}/{b.rounds}: one epoch each of {', '.join(runners)}")
-            load.append(os.getloadavg()[0])
-            for name, epoch in runners.items():
-                w0, c0 = perf_counter(), time.process_time()
-                sample = epoch(i)
-                sample["cpu_share"] = (time.process_time() - c0) / (perf_counter() - w0)  # cores this process got
-                samples[name].append(sample)
+        # the eval-cost pair runs in both orders (ABBA), so a loop's place in the round cancels out
+        samples, load = run_rounds(runners, b.rounds, swap=("bnexp_train", "bnexp_train_no_eval"))
     default, no_eval = samples["bnexp_train"], samples["bnexp_train_no_eval"]
     # Paired by seed, run back to back. Eval points cost time inside train_time_s (the eval work
     # done in the epoch's compiled call) and outside it (bookkeeping per eval point). Each part is a paired difference, so that the loop's own
@@ -625,8 +663,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds, seeds and steps: a smoke run")
     ap.add_argument("--out", type=Path, default=HERE / "last-run.json", help="JSON results [benchmarks/last-run.json]")
+    ap.add_argument("--two-at-once-child", action="store_true", help=argparse.SUPPRESS)  # item 1b, run by main
     args = ap.parse_args(argv)
     b = QUICK if args.quick else FULL
+    if args.two_at_once_child:
+        from bnexp.data import load_dataset
+
+        args.out.write_text(json.dumps(measure_two_at_once(load_dataset(DATASET), b), default=float))
+        return 0
     started = perf_counter()
     r: dict = {"quick": args.quick, "budget": b.__dict__, "machine": machine()}
 
@@ -645,6 +689,15 @@ def main(argv: list[str] | None = None) -> int:
     say("matmul peak")
     peaks = [matmul_peak()]
     r["loops"] = measure_loops(ds, b)
+    say("two models at once, bnexp and fit, in a child process")
+    with tempfile.TemporaryDirectory() as tmp:
+        child = Path(tmp) / "two.json"
+        _checked(run_child([sys.executable, str(Path(__file__).resolve()), "--two-at-once-child", "--out", str(child),
+                            *(["--quick"] if args.quick else [])]))
+        two = json.loads(child.read_text())
+    r["loops"]["epoch_s"].update(two["epoch_s"])
+    r["loops"]["cpu_share"].update(two["cpu_share"])
+    r["loops"]["two_at_once"] = {"samples": two["samples"], "load_avg_per_round": two["load_avg_per_round"]}
     say("the lab's eager loop, with and without per-step evaluation")
     r["eager"] = {"lab": measure_eager(ds, b.eager_eval_steps, per_step_eval=True),
                   "no_eval": measure_eager(ds, b.eager_steps, per_step_eval=False)}
