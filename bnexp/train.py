@@ -12,9 +12,10 @@ Nothing lost: a checkpoint (all model and optimizer variables, the dropout RNG s
 step and the partial history) is written every `checkpoint_every` steps; Ctrl-C and
 SIGTERM are deferred to the next chunk boundary, where a checkpoint is saved.
 
-Runs at once: `train()` may run in several threads, each with its own `Engine`. Seeding and
-building Keras models touch process-wide RNGs (Python's `random`, TensorFlow's global seed),
-so those steps, tracing and saving hold `KERAS_LOCK`; the compiled calls run in parallel.
+Runs at once: `train()` may run in several threads sharing one `Engine`, which lends each
+run a program of its own. Seeding and building Keras models touch process-wide RNGs (Python's
+`random`, TensorFlow's global seed), so those steps, tracing and saving hold `KERAS_LOCK`;
+the compiled calls run in parallel.
 """
 
 from __future__ import annotations
