@@ -62,7 +62,9 @@ def plan(exp: Experiment, variants: list[str] | None = None) -> list[RunSpec]:
 
 class Executor(Protocol):
     """Trains one run. `execute` may call `run` from several threads at once (`workers`);
-    `poll`, when given, lists the signals that arrived: stop at the next safe point."""
+    `poll`, when given, lists the signals that arrived: stop at the next safe point.
+    An executor may also have `prepare()`, called once in the calling thread before the
+    first run when there is something to train."""
 
     def run(self, spec: RunSpec, data, run_dir: Path, record: dict, poll: Callable | None = None) -> dict: ...
 
@@ -74,6 +76,13 @@ class LocalExecutor:
     def __init__(self, progress: Callable | None = None):
         self.engine = None
         self.progress = progress  # progress(spec) -> context manager yielding on_progress
+
+    def prepare(self) -> None:
+        """Import TensorFlow here, before any worker thread: while it loads, stderr points at
+        /dev/null (to hide its start-up lines), and other threads' messages would be lost."""
+        from .train import tf
+
+        tf()
 
     def run(self, spec: RunSpec, data, run_dir: Path, record: dict, poll: Callable | None = None) -> dict:
         from .train import Engine, train
@@ -146,6 +155,8 @@ def execute(specs: list[RunSpec], source, *, executor: Executor | None = None, r
                                  "lower --batch-size")
         env = runs.environment()
         counted = threading.Lock()
+        if hasattr(executor, "prepare"):
+            executor.prepare()
 
         def run_one(i: int, spec: RunSpec, key: str, previous: list[dict], poll: Callable | None) -> None:
             run_dir, lock, resumed = _take_interrupted(previous) if not force else (None, None, False)

@@ -58,25 +58,33 @@ class Interrupted(Exception):
         super().__init__(f"interrupted by {signal.Signals(signum).name}; {where}; {resume}")
 
 
+_IMPORT_LOCK = threading.Lock()
+
+
 def tf():
     """TensorFlow, imported on first use with its start-up chatter silenced."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    _xla_cache()
-    if "tensorflow" in sys.modules or os.environ["TF_CPP_MIN_LOG_LEVEL"] < "3":
+    if "tensorflow" in sys.modules:
         import tensorflow
 
         return tensorflow
-    # TensorFlow's C++ start-up lines (oneDNN, CUDA probing) ignore TF_CPP_MIN_LOG_LEVEL:
-    # hide stderr while it loads; a failed import still raises with its message.
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
+    with _IMPORT_LOCK:  # two threads swapping fd 2 at once could leave stderr pointing at /dev/null
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        _xla_cache()
+        if "tensorflow" in sys.modules or os.environ["TF_CPP_MIN_LOG_LEVEL"] < "3":
             import tensorflow
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-    return tensorflow
+
+            return tensorflow
+        # TensorFlow's C++ start-up lines (oneDNN, CUDA probing) ignore TF_CPP_MIN_LOG_LEVEL:
+        # hide stderr while it loads; a failed import still raises with its message.
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "w") as null:
+                os.dup2(null.fileno(), 2)
+                import tensorflow
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        return tensorflow
 
 
 def _compact(x: np.ndarray) -> np.ndarray:

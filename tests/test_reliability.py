@@ -162,3 +162,34 @@ def test_write_atomic_never_leaves_half_a_file(tmp_path, monkeypatch):
         runs.write_json(target, {"a": 2})
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_importing_tensorflow_from_two_threads_leaves_stderr_alone():
+    """tf() points fd 2 at /dev/null while TensorFlow loads (its start-up lines ignore the log
+    level). Two threads doing that at once used to leave stderr at /dev/null for good, and
+    every later message, errors included, vanished. Both threads here call it while the first
+    is still looking for the package (made slow, as on a cold disk), as compare's two workers
+    once did."""
+    script = """
+import os, sys, threading, time
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+
+class SlowDisk:  # finds nothing itself; only makes the search for tensorflow take 0.5 s
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow":
+            time.sleep(0.5)
+        return None
+
+sys.meta_path.insert(0, SlowDisk())
+from bnexp.train import tf
+before = os.fstat(2)
+threads = [threading.Thread(target=tf) for _ in range(2)]
+threads[0].start(); time.sleep(0.2); threads[1].start()
+for t in threads: t.join()
+after = os.fstat(2)
+print((before.st_dev, before.st_ino) == (after.st_dev, after.st_ino))
+sys.stderr.write("still here\\n")
+"""
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "True" and "still here" in res.stderr
