@@ -285,37 +285,39 @@ def bnexp_epochs(ds, tmp: Path) -> tuple[dict, dict]:
     return info, {"bnexp_train": train_default, "bnexp_train_no_eval": train_no_eval}
 
 
+def in_two_threads(fn) -> None:
+    """fn(0) and fn(1) at the same time, each in its own thread."""
+    ready = threading.Barrier(2)
+    threads = [threading.Thread(target=lambda k=k: (ready.wait(), fn(k))) for k in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+
+
 def bnexp_two_at_once(ds, tmp: Path):
-    """Two runs in two threads sharing one Engine, as `compare` trains (--workers 2), warmed up."""
+    """Two runs in two threads sharing one Engine, as `compare` trains them (--workers 2),
+    warmed up. The figure is seconds per model-epoch: the span from the first training loop's
+    start to the last one's end, over 2."""
     from bnexp import train as T
     from bnexp.variants import resolve
 
     variant, cfg, engine = resolve(VARIANT), lab_config(), T.Engine()
 
     def two_at_once(seed: int) -> dict:
-        """Two runs in two threads sharing the Engine, as `compare` trains (--workers 2). The
-        figure is seconds per model-epoch: the span from the first loop's start to the last
-        loop's end, over 2."""
         recs = [None, None]
-        ready = threading.Barrier(2)
 
         def one(k: int) -> None:
             run_dir = tmp / f"run-{seed}-{k}-{perf_counter_ns()}"
             run_dir.mkdir()
-            ready.wait()
             recs[k] = T.train(cfg.replace(seed=2 * seed + k), variant, ds, run_dir, {}, engine)
 
-        threads = [threading.Thread(target=one, args=(k,)) for k in range(2)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
+        in_two_threads(one)
         span = max(r["train_end_unix"] for r in recs) - min(r["train_start_unix"] for r in recs)
         return {"s": span / 2, "span_s": span, "loops_s": [r["train_time_s"] for r in recs],
                 "accuracy": [r["test_accuracy"] for r in recs]}
 
     two_at_once(100)  # builds and compiles both programs
-
     return two_at_once
 
 
@@ -372,7 +374,7 @@ def fit_epochs(ds, **compile_kw) -> tuple[dict, object]:
     return info, epoch
 
 
-def fit_two_at_once(ds, **compile_kw) -> tuple[dict, object]:
+def fit_two_at_once(ds, **compile_kw):
     """Keras fit on two models in two threads, for the same footing as bnexp_two_at_once:
     seconds per model-epoch, the span from the first epoch's start to the last one's end, over 2."""
     import keras
@@ -390,17 +392,15 @@ def fit_two_at_once(ds, **compile_kw) -> tuple[dict, object]:
     spans = [Span(), Span()]
 
     def epoch(seed: int) -> dict:
-        threads = [threading.Thread(target=lambda m=m, cb=cb: m[0].fit(m[1], m[2], batch_size=BATCH, epochs=1,
-                                                                          verbose=0, callbacks=[cb]))
-                   for m, cb in zip(models, spans)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
+        def one(k: int) -> None:
+            model, x, y = models[k]
+            model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[spans[k]])
+
+        in_two_threads(one)
         span = max(cb.t1 for cb in spans) - min(cb.t0 for cb in spans)
         return {"s": span / 2, "span_s": span}
 
-    return {"compile": {k: str(v) for k, v in compile_kw.items()}}, epoch
+    return epoch
 
 
 def fit_accuracy(ds, seeds: int) -> list[float]:
@@ -442,7 +442,7 @@ def measure_two_at_once(ds, b: Budget) -> dict:
         say("bnexp, two runs at once: warm-up (compiles two programs)")
         runners = {"bnexp_two_at_once": bnexp_two_at_once(ds, Path(tmp))}
         say("fit_jit_spe50, two at once: warm-up fits (compile)")
-        _, runners["fit_jit_spe50_two_at_once"] = fit_two_at_once(ds, jit_compile=True, steps_per_execution=50)
+        runners["fit_jit_spe50_two_at_once"] = fit_two_at_once(ds, jit_compile=True, steps_per_execution=50)
         samples, load = run_rounds(runners, b.rounds)
     return {"epoch_s": {name: stats([s["s"] for s in ss]) for name, ss in samples.items()},
             "cpu_share": {name: stats([s["cpu_share"] for s in ss]) for name, ss in samples.items()},

@@ -473,13 +473,9 @@ def train(cfg: Config, variant: Variant, data, run_dir: Path, record: dict,
     `poll` is for callers that run several trainings at once: they hold the signals
     themselves (`deferred_signals()`) and pass its poll, so that one Ctrl-C stops every run.
     """
-    if poll is not None:
-        return _train_checked(cfg, variant, data, run_dir, record, engine, on_progress, poll)
-    with deferred_signals() as poll:
-        return _train_checked(cfg, variant, data, run_dir, record, engine, on_progress, poll)
-
-
-def _train_checked(cfg, variant, data, run_dir, record, engine, on_progress, poll) -> dict:
+    if poll is None:
+        with deferred_signals() as poll:
+            return train(cfg, variant, data, run_dir, record, engine, on_progress, poll)
     rec = _train(cfg, variant, data, run_dir, record, engine, on_progress, poll)
     if poll():  # arrived while the run was finishing: it is saved; stop the batch here
         raise Interrupted(poll()[0], run_dir)
