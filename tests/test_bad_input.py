@@ -168,7 +168,9 @@ def test_set_without_equals(earlier):
     (["--set", "activation=swish"], "invalid activation='swish': choose one of relu, sigmoid, tanh"),
     (["--set", "steps=0"], "invalid steps=0"),
     (["--seed", "-1"], "invalid seed=-1: must be 0 or more"),
-], ids=["batch0", "lr-1", "lr-nan", "lr-inf", "set-lr-nan", "epochs0", "dropout1", "activation", "steps0", "seed-1"])
+    (["--set", "workers=-1"], "invalid workers=-1: must be 0 (automatic) or a number of runs at once"),
+], ids=["batch0", "lr-1", "lr-nan", "lr-inf", "set-lr-nan", "epochs0", "dropout1", "activation", "steps0", "seed-1",
+        "workers-1"])
 def test_out_of_range(earlier, args, phrase):
     res = train(earlier, *args)
     assert_one_error_line(res, 2, phrase)
