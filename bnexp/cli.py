@@ -177,21 +177,24 @@ def _progress_bars(quiet: bool):
 
 
 def _events(quiet: bool):
+    def say(msg: str) -> None:  # one line each, even where stderr is not a terminal
+        err.print(msg, soft_wrap=True)
+
     def emit(kind, spec, rec):
         if kind == "broken":  # even with --json: stderr only
-            err.print(f"[yellow]note:[/] skipping run folder {_line(rec['run_id'])}: {_line(rec['problem'])}", soft_wrap=True)
+            say(f"[yellow]note:[/] skipping run folder {_line(rec['run_id'])}: {_line(rec['problem'])}")
             return
         if quiet:
             return
         if kind in ("finished", "diverged"):
             acc = rec.get("test_accuracy")
-            err.print(f"  {spec.label}: {kind}, test acc {acc:.4f}, {rec.get('wall_time_s', 0):.1f}s  [dim]{rec['run_id']}[/]")
+            say(f"  {spec.label}: {kind}, test acc {acc:.4f}, {rec.get('wall_time_s', 0):.1f}s  [dim]{rec['run_id']}[/]")
         elif kind == "failed":
-            err.print(f"  [red]{spec.label}: failed[/] ({_line(rec.get('error'))})  [dim]{rec['run_id']}[/]")
+            say(f"  [red]{spec.label}: failed[/] ({_line(rec.get('error'))})  [dim]{rec['run_id']}[/]")
         elif kind == "resuming":
-            err.print(f"  {spec.label}: resuming {rec['run_id']}")
+            say(f"  {spec.label}: resuming {rec['run_id']}")
         elif kind == "failed-before":
-            err.print(f"  {spec.label}: failed earlier ({rec.get('run_id')}); --retry-failed trains it again")
+            say(f"  {spec.label}: failed earlier ({rec.get('run_id')}); --retry-failed trains it again")
     return emit
 
 

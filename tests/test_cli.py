@@ -201,6 +201,16 @@ def test_compare_runs_three_seeds_by_default(earlier):
     assert doc["rows"][0]["n"] == 3
 
 
+def test_compare_prints_one_line_per_trained_run_with_its_id(earlier):
+    before = set(run_folders(earlier.results))
+    res = invoke(["compare", "plain", "bn-pre", "--seed", "3", *TINY, "--results", earlier.results])
+    assert res.exit_code == 0, res.stderr
+    new = set(run_folders(earlier.results)) - before
+    # stderr is not a terminal here: Rich must not wrap these lines, so each ends with its run's id
+    finished = [line for line in res.stderr.splitlines() if ": finished, test acc " in line]
+    assert len(new) == 2 and {line.split()[-1] for line in finished} == new
+
+
 def test_compare_force_trains_again(earlier):
     one = ["compare", "bn-pre", "--seed", "0", *TINY, "--results", earlier.results, "--json"]
     res = invoke(one)
