@@ -24,6 +24,9 @@ Measured:
   7. `bnexp compare plain dropout bn-pre bn-post --seeds 3` end to end, then again (all reused).
   8. `bnexp --help` and `bnexp list` wall time, and whether they import TensorFlow.
   9. Peak RSS of `bnexp train --variant bn-pre --dataset fashion-mnist`.
+  10. The floor: a step's 8 matrix products alone, in the same kind of XLA loop, one model (with
+     the loops of 1-3) and two at once (with those of 1b). fit over it is the most any loop of
+     this model could gain over fit here if BN, Adam, the loss and the data were free.
 
 Prints two Rich tables (loops; targets) and writes everything to benchmarks/last-run.json.
 """
@@ -150,6 +153,57 @@ def matmul_peak(n: int = 2048, repeats: int = 8) -> float:
         tf.linalg.matmul(a, b).numpy()
         best = min(best, perf_counter() - t0)
     return 2 * n**3 / best / 1e9
+
+
+
+def products_alone(ds, steps: int):
+    """The floor a loop of this model can reach on this machine: a step's matrix products and
+    nothing else, `steps` steps in one XLA call, at the lab's shapes. That is 3 forward products,
+    the input gradients of layers 2 and 3 (the first layer's is never needed) and 3 weight
+    gradients: no bias, BN, ReLU, loss, Adam, data gather or eval. Returns a one-epoch runner."""
+    import tensorflow as tf
+
+    cfg = lab_config()
+    dims = [int(np.prod(ds.x_train.shape[1:]))] + [cfg.width] * cfg.depth + [10]
+    rng = np.random.default_rng(0)
+    x = tf.constant(ds.x_train[:BATCH].reshape(BATCH, -1).astype(np.float32) / 255)
+    ws = [tf.constant(rng.normal(0, 0.05, (a, b)).astype(np.float32)) for a, b in zip(dims, dims[1:])]
+
+    @tf.function(jit_compile=True)
+    def loop(n):
+        def body(i, acc):
+            hs = [x + acc]  # acc: a dependence on the last step, so that no step is hoisted or skipped
+            for w in ws:
+                hs.append(tf.matmul(hs[-1], w))
+            g, total = hs[-1], 0.0
+            for k in range(len(ws) - 1, -1, -1):
+                total += tf.reduce_sum(tf.matmul(hs[k], g, transpose_a=True))  # weight gradient
+                if k:
+                    g = tf.matmul(g, ws[k], transpose_b=True)  # input gradient
+            return i + 1, acc + 1e-12 * total
+
+        return tf.while_loop(lambda i, acc: i < n, body, (tf.constant(0), tf.constant(0.0)))[1]
+
+    loop(tf.constant(2)).numpy()  # compiles
+
+    def epoch(seed: int) -> dict:
+        t0 = perf_counter()
+        loop(tf.constant(steps)).numpy()
+        return {"s": perf_counter() - t0}
+
+    return epoch
+
+
+def products_alone_two_at_once(ds, steps: int):
+    """products_alone in two threads at once; seconds per model-epoch (the span over 2)."""
+    loops = [products_alone(ds, steps), products_alone(ds, steps)]
+
+    def epoch(seed: int) -> dict:
+        t0 = perf_counter()
+        in_two_threads(lambda k: loops[k](seed))
+        return {"s": (perf_counter() - t0) / 2}
+
+    return epoch
 
 
 # ---------------------------------------------------------------- subprocesses
@@ -443,6 +497,9 @@ def measure_two_at_once(ds, b: Budget) -> dict:
         runners = {"bnexp_two_at_once": bnexp_two_at_once(ds, Path(tmp))}
         say("fit_jit_spe50, two at once: warm-up fits (compile)")
         runners["fit_jit_spe50_two_at_once"] = fit_two_at_once(ds, jit_compile=True, steps_per_execution=50)
+        say("products alone, two at once: compile")
+        runners["products_alone_two_at_once"] = products_alone_two_at_once(
+            ds, lab_config().steps_per_epoch(len(ds.x_train)))
         samples, load = run_rounds(runners, b.rounds)
     return {"epoch_s": {name: stats([s["s"] for s in ss]) for name, ss in samples.items()},
             "cpu_share": {name: stats([s["cpu_share"] for s in ss]) for name, ss in samples.items()},
@@ -461,6 +518,8 @@ def measure_loops(ds, b: Budget) -> dict:
         for name, kw in (("fit_default", {}), ("fit_jit_spe50", {"jit_compile": True, "steps_per_execution": 50})):
             say(f"{name}: warm-up fit (compiles)")
             info[name], runners[name] = fit_epochs(ds, **kw)
+        say("products alone: compile")
+        runners["products_alone"] = products_alone(ds, info["steps_per_epoch"])
         # the eval-cost pair runs in both orders (ABBA), so a loop's place in the round cancels out
         samples, load = run_rounds(runners, b.rounds, swap=("bnexp_train", "bnexp_train_no_eval"))
     default, no_eval = samples["bnexp_train"], samples["bnexp_train_no_eval"]
@@ -543,6 +602,8 @@ LOOPS = (  # (key in the results, row label); the first is the reference
     ("fit_default", "Keras fit, default compile"),
     ("fit_jit_spe50", "Keras fit, jit_compile=True, steps_per_execution=50"),
     ("fit_jit_spe50_two_at_once", "Keras fit, jit + spe50, 2 models at once in threads, per model"),
+    ("products_alone", "floor: the step's 8 matrix products alone, one model"),
+    ("products_alone_two_at_once", "floor: the 8 matrix products alone, 2 models at once, per model"),
     ("eager_no_eval", "lab eager loop, no per-step eval (extrapolated)"),
     ("eager_lab", "lab eager loop, per-step eval (extrapolated)"),
 )
@@ -600,6 +661,12 @@ def target_rows(r: dict, b: Budget) -> list[dict]:
         ("  same footing: bnexp 2 at once over fit 2 at once",
          f"{ratio('fit_jit_spe50_two_at_once', 'bnexp_two_at_once'):.2f}x best, "
          f"{ratio('fit_jit_spe50_two_at_once', 'bnexp_two_at_once', 'median'):.2f}x median", "(shown)", "info"),
+        ("  ceiling for one run: fit over the 8 products alone",
+         f"{ratio('fit_jit_spe50', 'products_alone'):.2f}x best; bnexp alone does "
+         f"{e['products_alone']['min'] / e['bnexp_train']['min']:.0%} of it", "(shown)", "info"),
+        ("  ceiling for 2 at once: fit over the 8 products alone, 2 at once",
+         f"{ratio('fit_jit_spe50', 'products_alone_two_at_once'):.2f}x best; bnexp 2 at once does "
+         f"{e['products_alone_two_at_once']['min'] / e['bnexp_two_at_once']['min']:.0%} of it", "(shown)", "info"),
         (f"eval points ({ev['eval_points']} x {ev['eval_samples']} images) / training loop",
          f"{frac:.1%} (in the compiled calls {ev['fraction_inside_loop']:.1%}, "
          f"outside them {ev['fraction_outside_loop']:.1%})",
