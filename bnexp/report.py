@@ -30,6 +30,7 @@ def compare_rows(records: list[dict], baseline: str, target: float) -> list[dict
     metrics = METRICS + (("test_accuracy_batchstats",) if any("test_accuracy_batchstats" in r for r in records) else ())
     rows = stats.compare_table(records, baseline=baseline, metrics=metrics)
     base_n = {r["group"]: r["n"] for r in rows if r["variant"] == baseline}
+    shared = trained_together(records)
     for row in rows:
         if row["variant"] != baseline and base_n.get(row["group"]) == 0:
             row["test_accuracy_verdict"] = f"baseline {baseline} has no finished run"
@@ -42,9 +43,24 @@ def compare_rows(records: list[dict], baseline: str, target: float) -> list[dict
         row["n_reached_target"] = len(hit)
         row["bn_initial_share"] = max((bn_initial_share(r) for r in done), default=None, key=lambda x: x or 0)
         row["n_reused"] = sum(1 for r in mine if r.get("reused"))
+        row["n_trained_together"] = sum(1 for r in done if r.get("run_id") in shared)
         row["statuses"] = sorted({r.get("status") for r in mine})
         row["run_ids"] = [r.get("run_id") for r in mine]
     return rows
+
+
+def trained_together(records: list[dict]) -> set[str]:
+    """The run ids, among `records`, whose training loop overlapped another's in time
+    (compare's --workers): their wall times include sharing the cores."""
+    spans = sorted((r["train_start_unix"], r["train_end_unix"], r.get("run_id")) for r in records
+                   if _finite(r.get("train_start_unix")) and _finite(r.get("train_end_unix")))
+    out = set()
+    for i, (_, end, run_id) in enumerate(spans):
+        for start2, _, other in spans[i + 1:]:
+            if start2 >= end:
+                break
+            out |= {run_id, other}
+    return out
 
 
 # A BN moving average starts at mean 0, variance 1 and keeps momentum**steps of that start.
@@ -116,12 +132,17 @@ def _notes(row) -> str:
 
 
 def _footnote(rows: list[dict]) -> str:
-    """What the "BN averages N% initial" note means, when a row carries it."""
-    if not any(_finite(r.get("bn_initial_share")) and r["bn_initial_share"] > BN_INITIAL_SHARE_NOTE for r in rows):
-        return ""
-    return ("BN averages N% initial: BN's moving averages keep momentum ** steps of their start (mean 0, "
-            "variance 1), N% after so few steps, so inference-mode scores understate BN; train longer or add "
-            "--set bn_recalibrate=1000.")
+    """What the notes mean: "BN averages N% initial", and wall times of runs trained together."""
+    notes = []
+    if any(_finite(r.get("bn_initial_share")) and r["bn_initial_share"] > BN_INITIAL_SHARE_NOTE for r in rows):
+        notes.append("BN averages N% initial: BN's moving averages keep momentum ** steps of their start (mean 0, "
+                     "variance 1), N% after so few steps, so inference-mode scores understate BN; train longer or "
+                     "add --set bn_recalibrate=1000.")
+    together = sum(r.get("n_trained_together") or 0 for r in rows)
+    if together:
+        notes.append(f"wall s: {together} of these runs trained alongside another (--workers), sharing the cores; "
+                     "to compare speeds, train with --workers 1.")
+    return "\n".join(notes)
 
 
 def _layout(rows: list[dict], baseline: str) -> tuple[list[str], list[list[tuple[str, str | None]]]]:

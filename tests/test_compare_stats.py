@@ -82,3 +82,23 @@ def test_bn_initial_share():
     assert bn_initial_share({**bn, "config": {"bn_momentum": 0.99, "bn_recalibrate": 1000}}) is None
     assert bn_initial_share({**bn, "variant_spec": {"block": ["dense", "act"], "head": []}}) is None
     assert bn_initial_share({**bn, "variant_spec": {"block": ["dense", "act"], "head": ["bn", "act"]}}) is not None
+
+
+def test_runs_trained_together_are_found_by_their_training_spans_and_noted_under_the_table():
+    from bnexp.report import _footnote, trained_together
+
+    def rec(run_id, start, end):
+        return {"run_id": run_id, "train_start_unix": start, "train_end_unix": end}
+
+    records = [rec("a", 0.0, 10.0), rec("b", 5.0, 12.0),  # overlap
+               rec("c", 12.0, 20.0),  # starts as b ends: one after the other
+               rec("d", 21.0, 30.0), rec("e", 22.0, 23.0),  # e inside d
+               rec("f", 31.0, 32.0), {"run_id": "g"}]  # alone; no timestamps (an older record)
+    assert trained_together(records) == {"a", "b", "d", "e"}
+    assert trained_together([rec("a", 0.0, 1.0), rec("b", 1.0, 2.0)]) == set()
+
+    rows = [{"n_trained_together": 2, "bn_initial_share": None}, {"n_trained_together": 1, "bn_initial_share": 0.5}]
+    foot = _footnote(rows).splitlines()
+    assert len(foot) == 2 and foot[0].startswith("BN averages N% initial")
+    assert foot[1].startswith("wall s: 3 of these runs trained alongside another") and "--workers 1" in foot[1]
+    assert _footnote([{"n_trained_together": 0, "bn_initial_share": 0.01}]) == ""
