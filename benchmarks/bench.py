@@ -489,9 +489,9 @@ def run_rounds(runners: dict, rounds: int, swap: tuple[str, str] | None = None) 
 
 def measure_two_at_once(ds, b: Budget) -> dict:
     """Item 1b, in a process of its own: bnexp and Keras fit (jit + spe50), each training two
-    models at once in two threads, interleaved. Its own process, because once TensorFlow has
-    run calls from several threads, later single-thread calls in that process can run ~1.5x
-    slower (seen with both fit and bnexp), which would skew the single-run loops."""
+    models at once in two threads, interleaved. Its own process, because single-thread loops in a
+    process that had run two-thread calls were once seen ~1.5x slower, which would skew the
+    single-run loops (benchmarks/README.md: the slow state comes and goes)."""
     with tempfile.TemporaryDirectory() as tmp:
         say("bnexp, two runs at once: warm-up (compiles two programs)")
         runners = {"bnexp_two_at_once": bnexp_two_at_once(ds, Path(tmp))}
