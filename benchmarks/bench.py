@@ -155,7 +155,6 @@ def matmul_peak(n: int = 2048, repeats: int = 8) -> float:
     return 2 * n**3 / best / 1e9
 
 
-
 def products_alone(ds, steps: int):
     """The floor a loop of this model can reach on this machine: a step's matrix products and
     nothing else, `steps` steps in one XLA call, at the lab's shapes. That is 3 forward products,

@@ -52,8 +52,8 @@ def compare_rows(records: list[dict], baseline: str, target: float) -> list[dict
 def trained_together(records: list[dict]) -> set[str]:
     """The run ids, among `records`, whose training loop overlapped another's in time
     (compare's --workers): their wall times include sharing the cores."""
-    spans = sorted((r["train_start_unix"], r["train_end_unix"], r.get("run_id")) for r in records
-                   if _finite(r.get("train_start_unix")) and _finite(r.get("train_end_unix")))
+    spans = sorted(((r["train_start_unix"], r["train_end_unix"], r.get("run_id")) for r in records
+                    if _finite(r.get("train_start_unix")) and _finite(r.get("train_end_unix"))), key=lambda s: s[0])
     out = set()
     for i, (_, end, run_id) in enumerate(spans):
         for start2, _, other in spans[i + 1:]:
