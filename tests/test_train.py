@@ -125,6 +125,37 @@ def test_reuse_force_and_retry(tmp_path):
     assert retried.trained == 1 and retried.reused == 1
 
 
+def test_a_run_that_fails_while_another_trains_is_recorded_and_the_batch_goes_on(tmp_path):
+    """One run's executor fails (as a remote worker might) while 2 runs train at once: that run
+    is recorded as failed with a one-line error, the others train, nothing is left locked."""
+    from bnexp import runs
+
+    class LosesOneRun(LocalExecutor):
+        def run(self, spec, data, run_dir, record, poll=None):
+            if (spec.variant.name, spec.config.seed) == ("plain", 1):
+                raise RuntimeError("worker lost\nsecond line")
+            return super().run(spec, data, run_dir, record, poll)
+
+    exp = _exp(tmp_path, ["plain", "bn-pre"], seeds=(0, 1))
+    out = _run(exp, executor=LosesOneRun(), workers=2)
+    assert (out.trained, out.failed) == (3, 1)
+    status = {(r["variant"], r["seed"]): r["status"] for r in out.records}
+    assert status == {("plain", 0): "finished", ("plain", 1): "failed",
+                      ("bn-pre", 0): "finished", ("bn-pre", 1): "finished"}
+    lost = next(r for r in out.records if r["status"] == "failed")
+    saved = json.loads((tmp_path / lost["run_id"] / "metrics.json").read_text())
+    assert saved["status"] == "failed" and saved["error"] == "RuntimeError: worker lost"
+    for rec in out.records:
+        lock = runs.Lock(tmp_path / rec["run_id"])
+        assert lock.acquire()
+        lock.release()
+    again = _run(exp, workers=2)  # reported, not retried
+    assert (again.trained, again.reused, again.failed) == (0, 3, 1)
+    retried = _run(exp, workers=2, retry_failed=True)
+    assert (retried.trained, retried.reused, retried.failed) == (1, 3, 0)
+    assert {r["status"] for r in retried.records} == {"finished"}
+
+
 def test_a_sweep_shows_a_reused_run_in_its_own_cell(tmp_path):
     first = _run(_exp(tmp_path, ["plain"])).records[0]  # a plain compare: no sweep cell
     out = _run(_exp(tmp_path, ["plain"], grid={"width": [32, 16]}))
