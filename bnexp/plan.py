@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
+import numpy as np
 import yaml
 
 from . import __version__, runs
@@ -153,6 +154,7 @@ def execute(specs: list[RunSpec], source, *, executor: Executor | None = None, r
             if n // spec.config.batch_size < 1:
                 raise UsageError(f"batch_size={spec.config.batch_size} is larger than the {n} training images; "
                                  "lower --batch-size")
+            _check_fits(spec.config, int(np.prod(loaded.x_train.shape[1:])))
         env = runs.environment()
         counted = threading.Lock()
         if hasattr(executor, "prepare"):
@@ -199,6 +201,24 @@ def execute(specs: list[RunSpec], source, *, executor: Executor | None = None, r
             _in_threads(run_one, _interleaved(todo), workers)
     out.records = [r for r in slots if r is not None]
     return out
+
+
+# float32 arrays a run cannot train without, per weight: the weight, its gradient, the optimizer's slots
+ARRAYS_PER_WEIGHT = {"adam": 4, "momentum": 3, "sgd": 2}
+
+
+def _check_fits(cfg: Config, input_dim: int, classes: int = 10) -> None:
+    """Refuse, before any folder is claimed, a net whose weights alone cannot fit in this machine's
+    memory (e.g. a typo in width): a lower bound, so that no run that could train is refused."""
+    import os
+
+    weights = input_dim * cfg.width + (cfg.depth - 1) * cfg.width ** 2 + cfg.width * classes
+    need = 4 * weights * ARRAYS_PER_WEIGHT[cfg.optimizer]
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise UsageError(f"width={cfg.width}, depth={cfg.depth} makes {weights:.3g} weights: with {cfg.optimizer}'s "
+                         f"state they need at least {need / 2**30:,.0f} GB, and this machine has {have / 2**30:.1f} GB; "
+                         "lower --set width (or depth)")
 
 
 def _interleaved(todo: list) -> list:

@@ -190,6 +190,20 @@ def test_batch_larger_than_the_training_set(earlier):
     assert_only_empty_claims(earlier)
 
 
+def test_a_net_too_big_for_this_machine_is_refused_before_anything_is_written(earlier):
+    # 1e14 weights: more memory than any machine has. It used to end as a failed run after an OOM.
+    res = train(earlier, "--set", "width=10000000")
+    assert_one_error_line(res, 2, "width=10000000", "1e+14 weights", "this machine has", "lower --set width")
+    assert earlier.unchanged()
+
+
+def test_a_big_net_that_fits_is_not_refused():
+    from bnexp.config import Config
+    from bnexp.plan import _check_fits
+
+    _check_fits(Config(width=4096, depth=4), 3072)  # 6e7 weights, about 1 GB with Adam's state: trains
+
+
 # ---------------------------------------------------------------- dataset files
 
 
