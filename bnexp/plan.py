@@ -34,11 +34,35 @@ class RunSpec:
 
     def key(self, dataset_sha: str) -> str:
         """Runs with equal keys compute the same thing: the reuse key."""
-        return digest([result_dict(self.config), self.variant.name, self.variant.spec(), dataset_sha, __version__])
+        return digest([reuse_config(self.config, self.variant), self.variant.name, self.variant.spec(), dataset_sha,
+                       __version__])
 
     @property
     def label(self) -> str:
         return f"{self.variant.name} seed {self.config.seed}" + (f" {self.group}" if self.group else "")
+
+
+DEFAULTS = Config()
+
+
+def reuse_config(cfg: Config, variant: Variant) -> dict:
+    """The config part of the reuse key: result_dict with each key this run never reads set to
+    its default, so that e.g. plain's runs in a sweep over bn_momentum are trained once and
+    reused in every cell. Defaults, not deletion: keys of runs made with the defaults stay as
+    they were."""
+    layers = set(variant.block) | set(variant.head)
+    unread = []
+    if "bn" not in layers:
+        unread += ["bn_momentum", "bn_epsilon", "bn_drop_bias", "bn_recalibrate"]
+    if "dropout" not in layers:
+        unread.append("dropout")
+    if cfg.optimizer != "momentum":
+        unread.append("momentum")
+    if cfg.initializer != "normal":
+        unread.append("init_std")
+    if not cfg.traces:
+        unread += ["trace_units", "probe_size"]
+    return {**result_dict(cfg), **{k: getattr(DEFAULTS, k) for k in unread}}
 
 
 def plan(exp: Experiment, variants: list[str] | None = None) -> list[RunSpec]:
@@ -131,9 +155,14 @@ def execute(specs: list[RunSpec], source, *, executor: Executor | None = None, r
     out = Outcome()
     slots: list[dict | None] = [None] * len(specs)
     todo = []
+    leader: dict[str, int] = {}  # key -> the slot of the run in `todo` that computes it
+    followers: list[tuple[int, RunSpec, int]] = []  # runs of this batch that compute the same as another
     for i, spec in enumerate(specs):
         key = spec.key(source.sha256)
         previous = by_key.get(key, [])
+        if reuse and not force and key in leader:
+            followers.append((i, spec, leader[key]))
+            continue
         done = [r for r in previous if r["status"] in runs.DONE]
         failed = [r for r in previous if r["status"] == "failed"]
         # a reused run is shown in this batch's sweep cell, whatever batch first made it
@@ -147,6 +176,7 @@ def execute(specs: list[RunSpec], source, *, executor: Executor | None = None, r
             emit("failed-before", spec, slots[i])
         else:
             todo.append((i, spec, key, previous))
+            leader[key] = i
     if todo:
         loaded = data_mod.load(source)  # decode before claiming a folder: bad data must leave nothing behind
         n = loaded.x_train.shape[0]
@@ -199,6 +229,14 @@ def execute(specs: list[RunSpec], source, *, executor: Executor | None = None, r
                 run_one(*job, None)
         else:
             _in_threads(run_one, _interleaved(todo), workers)
+    for i, spec, lead in followers:  # trained once above: shown in its own cell, like a run reused from disk
+        slots[i] = dict(slots[lead], reused=True, group=spec.group)
+        if slots[i]["status"] == "failed":
+            out.failed += 1
+            emit("failed-before", spec, slots[i])
+        else:
+            out.reused += 1
+            emit("reused", spec, slots[i])
     out.records = [r for r in slots if r is not None]
     return out
 

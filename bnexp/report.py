@@ -138,10 +138,9 @@ def _footnote(rows: list[dict]) -> str:
         notes.append("BN averages N% initial: BN's moving averages keep momentum ** steps of their start (mean 0, "
                      "variance 1), N% after so few steps, so inference-mode scores understate BN; train longer or "
                      "add --set bn_recalibrate=1000.")
-    together = sum(r.get("n_trained_together") or 0 for r in rows)
-    if together:
-        notes.append(f"wall s: {together} of these runs trained alongside another (--workers), sharing the cores; "
-                     "to compare speeds, train with --workers 1.")
+    if any(r.get("n_trained_together") for r in rows):  # (a run reused in several sweep cells counts in each)
+        notes.append("wall s: runs that trained alongside another (--workers; n_trained_together per row) shared "
+                     "the cores; to compare speeds, train with --workers 1.")
     return "\n".join(notes)
 
 

@@ -100,5 +100,5 @@ def test_runs_trained_together_are_found_by_their_training_spans_and_noted_under
     rows = [{"n_trained_together": 2, "bn_initial_share": None}, {"n_trained_together": 1, "bn_initial_share": 0.5}]
     foot = _footnote(rows).splitlines()
     assert len(foot) == 2 and foot[0].startswith("BN averages N% initial")
-    assert foot[1].startswith("wall s: 3 of these runs trained alongside another") and "--workers 1" in foot[1]
+    assert foot[1].startswith("wall s: runs that trained alongside another") and "--workers 1" in foot[1]
     assert _footnote([{"n_trained_together": 0, "bn_initial_share": 0.01}]) == ""

@@ -163,6 +163,30 @@ def test_a_sweep_shows_a_reused_run_in_its_own_cell(tmp_path):
     assert out.records[0]["run_id"] == first["run_id"] and first["group"] == ""
 
 
+def test_a_key_a_variant_never_reads_does_not_train_it_again(tmp_path):
+    """plain has no BN: in a sweep over bn_momentum it trains once, and that run fills every cell."""
+    exp = _exp(tmp_path, ["plain", "bn-pre"], grid={"bn_momentum": [0.99, 0.9]})
+    out = _run(exp, workers=2)
+    assert (out.trained, out.reused) == (3, 1)
+    cells = {(r["group"], r["variant"]): r for r in out.records}
+    assert cells[("bn_momentum=0.99", "plain")]["run_id"] == cells[("bn_momentum=0.9", "plain")]["run_id"]
+    assert cells[("bn_momentum=0.9", "plain")]["reused"] and cells[("bn_momentum=0.9", "plain")]["group"] == "bn_momentum=0.9"
+    assert cells[("bn_momentum=0.99", "bn-pre")]["run_id"] != cells[("bn_momentum=0.9", "bn-pre")]["run_id"]
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 3
+    again = _run(exp)
+    assert (again.trained, again.reused) == (0, 4)
+    # a run made with the defaults keeps the key it had before keys ignored what a variant never reads
+    from bnexp import __version__
+    from bnexp.config import digest, result_dict
+
+    spec = plan(_exp(tmp_path, ["plain"]))[0]
+    sha = resolve_source(exp).sha256
+    assert spec.key(sha) == digest([result_dict(spec.config), "plain", spec.variant.spec(), sha, __version__])
+    # a key the variant reads still tells runs apart
+    momentum = plan(_exp(tmp_path, ["plain"], sets=["optimizer=momentum", "momentum=0.5"]))[0]
+    assert momentum.key(sha) != plan(_exp(tmp_path, ["plain"], sets=["optimizer=momentum"]))[0].key(sha)
+
+
 def test_plain_at_lr_100_is_recorded_as_diverged(tmp_path):
     exp = _exp(tmp_path, ["plain", "bn-pre"], sets=["lr=100.0"])
     out = _run(exp)
