@@ -10,6 +10,7 @@ trains in this process; another executor (a Ray task, say) only has to implement
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import threading
 from dataclasses import dataclass, field
@@ -248,8 +249,6 @@ ARRAYS_PER_WEIGHT = {"adam": 4, "momentum": 3, "sgd": 2}
 def _check_fits(cfg: Config, input_dim: int, classes: int = 10) -> None:
     """Refuse, before any folder is claimed, a net whose weights alone cannot fit in this machine's
     memory (e.g. a typo in width): a lower bound, so that no run that could train is refused."""
-    import os
-
     weights = input_dim * cfg.width + (cfg.depth - 1) * cfg.width ** 2 + cfg.width * classes
     need = 4 * weights * ARRAYS_PER_WEIGHT[cfg.optimizer]
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
