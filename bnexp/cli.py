@@ -462,8 +462,12 @@ def sweep(file: Annotated[Path, typer.Argument(help="sweep YAML with variants, s
     source, specs = _planned(exp, allow_missing_data=dry_run)
     if dry_run:
         done = {rec.get("run_key"): rec.get("status") for rec in runs.scan(exp.config.results)} if source else {}
-        rows = [{"group": s.group, "variant": s.variant.name, "seed": s.config.seed,
-                 "status": done.get(s.key(source.sha256), "to train") if source else "to train"} for s in specs]
+        rows, first = [], {}  # key -> the row number of its first run: later ones are trained once, with it
+        for n, s in enumerate(specs, 1):
+            key = s.key(source.sha256) if source else n
+            status = done.get(key) or (f"as #{first[key]}" if key in first else "to train")
+            first.setdefault(key, n)
+            rows.append({"group": s.group, "variant": s.variant.name, "seed": s.config.seed, "status": status})
         if json_:
             out.file.write(json.dumps({"runs": rows, "n": len(rows)}) + "\n")
             return

@@ -325,6 +325,23 @@ def test_sweep_dry_run_into_a_new_folder_creates_nothing(tmp_path):
     assert not (tmp_path / "fresh").exists()
 
 
+def test_sweep_dry_run_shows_a_run_trained_once_for_several_cells(earlier, tmp_path):
+    f = tmp_path / "sweep.yaml"
+    f.write_text(SWEEP.replace("lr: [0.001, 0.01]", "bn_momentum: [0.99, 0.9]"))  # plain reads no BN key
+    res = invoke(["sweep", f, "--dry-run", "--results", earlier.results, "--json"])
+    assert res.exit_code == 0, res.stderr
+    rows = json.loads(res.stdout)["runs"]
+    number = {(r["group"], r["variant"], r["seed"]): n for n, r in enumerate(rows, 1)}
+    for n, r in enumerate(rows, 1):
+        if r["variant"] == "plain" and r["group"] == "bn_momentum=0.9":
+            assert r["status"] == f"as #{number[('bn_momentum=0.99', 'plain', r['seed'])]}"
+        elif (r["group"], r["variant"], r["seed"]) == ("bn_momentum=0.99", "bn-pre", 0):
+            assert r["status"] == "finished"  # the earlier run
+        else:
+            assert r["status"] == "to train", r
+    assert earlier.unchanged()
+
+
 def test_version():
     res = invoke(["--version"])
     assert res.exit_code == 0 and res.stdout.startswith("bnexp ")
