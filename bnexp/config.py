@@ -58,7 +58,7 @@ class Config:
     # --- evaluation
     eval_every: int | None = None  # steps between eval points; default about 1/10 epoch
     eval_samples: int = 1000  # test images scored at intermediate eval points (the final eval uses all);
-    # 1,000 keeps periodic evaluation near 8% of training time (benchmarks/README.md)
+    # 1,000 keeps periodic evaluation at 1-7% of training time (benchmarks/README.md)
     target_accuracy: float = 0.8  # compare's convergence column: first step reaching this test accuracy
     bn_batchstats_eval: bool = False  # also score the test set with BN using batch statistics
     bn_recalibrate: int = 0  # after training, set each BN layer's moving mean/variance to the exact
