@@ -332,7 +332,7 @@ def test_sweep_dry_run_shows_a_run_trained_once_for_several_cells(earlier, tmp_p
     assert res.exit_code == 0, res.stderr
     rows = json.loads(res.stdout)["runs"]
     number = {(r["group"], r["variant"], r["seed"]): n for n, r in enumerate(rows, 1)}
-    for n, r in enumerate(rows, 1):
+    for r in rows:
         if r["variant"] == "plain" and r["group"] == "bn_momentum=0.9":
             assert r["status"] == f"as #{number[('bn_momentum=0.99', 'plain', r['seed'])]}"
         elif (r["group"], r["variant"], r["seed"]) == ("bn_momentum=0.99", "bn-pre", 0):
