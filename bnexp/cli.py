@@ -40,6 +40,10 @@ Results_ = Annotated[Optional[str], typer.Option("--results", help="results fold
 Set_ = Annotated[Optional[list[str]], typer.Option("--set", help="any config key: --set width=512 (repeatable)")]
 Exec_ = Annotated[Optional[str], typer.Option("--execution", help="xla | graph | eager [default: xla]")]
 Workers_ = Annotated[Optional[int], typer.Option("--workers", help="runs trained at the same time [default: 2 on 2+ cores]")]
+Executor_ = Annotated[Optional[str], typer.Option("--executor", help="local | process | ray [default: local]")]
+RayAddress_ = Annotated[Optional[str], typer.Option("--ray-address", help="ray: auto, HOST:PORT or ray://... [$RAY_ADDRESS; "
+                                                    "default: start a local cluster]")]
+RayCpus_ = Annotated[Optional[float], typer.Option("--ray-cpus-per-run", help="ray: CPUs per run [default: 1]")]
 Json_ = Annotated[bool, typer.Option("--json", help="print JSON only on stdout")]
 Debug_ = Annotated[bool, typer.Option("--debug", help="show tracebacks")]
 
@@ -118,23 +122,15 @@ def _experiment(config, flags: dict, sets, seeds: Optional[int] = None, seed: Op
     return cfgmod.load(config, flags, sets)
 
 
-def _source(exp):
-    from .plan import resolve_source
-
-    source = resolve_source(exp)
-    _note_fallback(source)
-    return source
-
-
 def _note_fallback(source) -> None:
     if source is not None and source.fallback_note:
         err.print(f"[yellow]note:[/] {_line(source.fallback_note)}", soft_wrap=True)
 
 
 def _planned(exp, allow_missing_data: bool = False):
-    """(source, specs): the dataset first, since a fallback pins its name into the runs' config;
-    usage errors in the plan come before the fallback note."""
-    from .plan import plan, resolve_source
+    """(experiment, source, specs): the dataset first, since a fallback (mnist -> mnist-sample)
+    is the dataset the runs then use; usage errors in the plan come before the fallback note."""
+    from .plan import pinned, plan, resolve_source
 
     try:
         source = resolve_source(exp)
@@ -143,9 +139,10 @@ def _planned(exp, allow_missing_data: bool = False):
             raise
         source = None  # a dry run still lists the grid
         err.print(f"[yellow]note:[/] {_line(e)}", soft_wrap=True)
+    exp = pinned(exp, source)
     specs = plan(exp)
     _note_fallback(source)
-    return source, specs
+    return exp, source, specs
 
 
 @contextmanager
@@ -184,6 +181,9 @@ def _events(quiet: bool):
         if kind == "broken":  # even with --json: stderr only
             say(f"[yellow]note:[/] skipping run folder {_line(rec['run_id'])}: {_line(rec['problem'])}")
             return
+        if kind == "note":  # even with --json: stderr only
+            say(f"[yellow]note:[/] {spec.label}: {_line(rec['note'])}")
+            return
         if quiet:
             return
         if kind in ("finished", "diverged"):
@@ -199,12 +199,11 @@ def _events(quiet: bool):
 
 
 def _run(specs, source, *, reuse=True, force=False, retry_failed=False, quiet=False):
-    from .plan import LocalExecutor, execute
+    from .plan import execute
 
     with _progress_bars(quiet) as bar:
-        return execute(specs, source, executor=LocalExecutor(progress=bar), reuse=reuse, force=force,
-                       retry_failed=retry_failed, on_event=_events(quiet),
-                       workers=specs[0].config.resolved_workers())
+        return execute(specs, source, reuse=reuse, force=force, retry_failed=retry_failed, on_event=_events(quiet),
+                       progress=bar)
 
 
 # ---------------------------------------------------------------- commands
@@ -212,24 +211,30 @@ def _run(specs, source, *, reuse=True, force=False, retry_failed=False, quiet=Fa
 @command
 def list_(keys: Annotated[bool, typer.Option("--keys", help="also list every config key")] = False,
           debug: Debug_ = False):
-    """Show the variants and datasets (and, with --keys, the config keys)."""
+    """Show the models, variants, normalizers, datasets and executors (and, with --keys, the config keys)."""
     from rich.table import Table
 
-    from . import data, variants
+    from . import data, models
+    from .executors import EXECUTORS
+    from .models.norms import NORMS
 
-    t = Table(title="variants")
-    t.add_column("name", style="bold")
-    t.add_column("layers per block")
-    t.add_column("description")
-    for v in variants.VARIANTS.values():
-        t.add_row(v.name, " -> ".join(v.block) + (f" (head: {' -> '.join(v.head)})" if v.head else ""), v.description)
-    out.print(t)
-    t = Table(title="datasets")
-    t.add_column("name", style="bold")
-    t.add_column("description")
-    for name, desc in data.describe():
-        t.add_row(name, desc)
-    out.print(t)
+    def table(title, columns, rows):
+        t = Table(title=title)
+        for k, c in enumerate(columns):
+            t.add_column(c, style="bold" if k == 0 else None)
+        for row in rows:
+            t.add_row(*row)
+        out.print(t)
+
+    table("models (--set model=NAME)", ("name", "description"), [(n, f.description) for n, f in models.FAMILIES.items()])
+    table("variants", ("name", "layers per block", "models", "description"),
+          [(v.name, v.layers_text(), ", ".join(v.families), v.description) for v in models.VARIANTS.values()])
+    table("normalizers (--set norm=NAME fills the norm slot of bn-* and res-* variants)",
+          ("name", "moving statistics", "description"),
+          [(n, "yes" if x.moving_stats else "no", x.description) for n, x in NORMS.items()])
+    table("datasets (--dataset NAME or KIND:PATH)", ("name", "description"), data.describe())
+    table("executors (--executor NAME)", ("name", "description"),
+          [(n, (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "") for n, fn in EXECUTORS.items()])
     if keys:
         from .config import EXPERIMENT_KEYS, documented_keys
 
@@ -245,73 +250,46 @@ def list_(keys: Annotated[bool, typer.Option("--keys", help="also list every con
 
 @app.command()
 @command
-def train(variant: Annotated[Optional[str], typer.Option("--variant", "-v", help="plain | dropout | bn-pre | bn-post | bn-preact")] = None,
+def train(variant: Annotated[Optional[str], typer.Option("--variant", "-v", help="a variant from `bnexp list`, e.g. bn-pre")] = None,
           config: Config_ = None, dataset: Dataset_ = None, epochs: Epochs_ = None, lr: Lr_ = None,
           batch_size: Batch_ = None, seed: Seed_ = None, data_dir: DataDir_ = None, results: Results_ = None,
-          set_: Set_ = None, execution: Exec_ = None,
+          set_: Set_ = None, execution: Exec_ = None, workers: Workers_ = None, executor: Executor_ = None,
           resume: Annotated[Optional[str], typer.Option("--resume", help="resume an interrupted run (id or path)")] = None,
           json_: Json_ = False, debug: Debug_ = False):
     """Train one variant; write results/<run-id>/ with metrics.json, model.keras, config.yaml, tb/."""
+    from .compare import resume_spec
     from .plan import RunSpec
 
     if resume:
-        spec, source = _resume_spec(resume, data_dir, results)
-        outcome = _run([spec], source, reuse=False, quiet=json_)
+        spec, source = resume_spec(resume, data_dir, results)
+        specs = [spec]
     else:
         flags = dict(dataset=dataset, epochs=epochs, lr=lr, batch_size=batch_size, data_dir=data_dir,
-                     results=results, execution=execution)
+                     results=results, execution=execution, workers=workers, executor=executor)
         exp = _experiment(config, flags, set_, seed=seed)
         if exp.seeds_named and len(exp.seeds) > 1:
             raise UsageError("train takes one --seed; use `bnexp compare VARIANT --seeds N` for several")
         name = variant or (exp.variants[0] if len(exp.variants) == 1 else None)
         if name is None:
             raise UsageError("name the variant: bnexp train --variant bn-pre (see `bnexp list`)")
-        from .variants import resolve
-
-        v = resolve(name, exp.define)
-        source = _source(exp)
+        exp.variants = [name]
         seed = exp.seeds[0] if exp.seeds_named else exp.config.seed
-        outcome = _run([RunSpec(v, exp.config.replace(seed=seed))], source, reuse=False, quiet=json_)
+        exp.seeds = [seed]
+        exp, source, specs = _planned(exp)
+    outcome = _run(specs, source, reuse=False, quiet=json_)
     rec = outcome.records[0]
     if json_:
-        out.file.write(json.dumps(rec, default=str) + "\n")
+        out.file.write(json.dumps(runs_strict(rec), allow_nan=False, default=str) + "\n")
     else:
         _print_run(rec)
     if rec["status"] == "failed":
         raise typer.Exit(1)
 
 
-def _resume_spec(ref, data_dir, results):
-    import yaml
+def runs_strict(obj):
+    from .runs import strict
 
-    from . import data, runs
-    from .config import Config, coerce, validate
-    from .plan import RunSpec
-    from .variants import from_yaml
-
-    run = runs.find_run(ref, results or "results")
-    rec = runs.read_record(run)
-    if rec["status"] in runs.DONE:
-        raise UsageError(f"run {run.name} is already {rec['status']}; nothing to resume")
-    if rec["status"] == "running":
-        raise UsageError(f"run {run.name} is still running in another process")
-    if not (run / "checkpoint.npz").exists():
-        raise RunFailure(f"run {run.name} has no checkpoint to resume from; train it again")
-    doc = yaml.safe_load((run / "config.yaml").read_text())
-    name, vspec, group = doc.pop("variant"), doc.pop("variant_spec"), doc.pop("group", "")
-    cfg = validate(Config(**{k: coerce(k, v) for k, v in doc.items()}))
-    if results:
-        cfg = cfg.replace(results=results)
-    elif run.parent != Path(cfg.results):
-        cfg = cfg.replace(results=str(run.parent))
-    source = data.resolve(cfg.dataset, data_dir or cfg.data_dir)
-    if rec.get("dataset_sha256") and rec["dataset_sha256"] != source.sha256:
-        raise UsageError(f"the {cfg.dataset} files found now differ from the ones run {run.name} trained on; "
-                         "point --data-dir at the original files")
-    from .variants import VARIANTS
-
-    variant = VARIANTS[name] if name in VARIANTS and VARIANTS[name].spec() == vspec else from_yaml(name, vspec)
-    return RunSpec(variant, cfg, group), source
+    return strict(obj)
 
 
 def _print_run(rec):
@@ -346,73 +324,30 @@ def eval_(run: Annotated[str, typer.Argument(help="run id, id prefix or folder")
     out.print(t)
 
 
-def _compare_like(exp, specs, source, *, baseline, force, retry_failed, json_, fmt, title, sweep_keys=()):
-    """Shared tail of compare and sweep: run, aggregate, render, write the report folder."""
-    from . import plots, report, runs
-    from .config import digest
+def _compare_like(exp, specs, source, *, baseline, force, retry_failed, json_, fmt, title, sweep_keys=(), wide=False):
+    """Shared tail of compare and sweep: check, run, render."""
+    from . import compare, report
 
-    if fmt not in (None, "md", "csv", "table"):
-        raise UsageError(f"--format {fmt!r}: choose md, csv or table (or --json)")
+    base = compare.check(exp, specs, baseline, fmt)
     quiet = json_ or fmt in ("md", "csv")
-    started = time.perf_counter()
-    outcome = _run(specs, source, force=force, retry_failed=retry_failed, quiet=quiet)
-    records = outcome.records
-    names = list(dict.fromkeys(s.variant.name for s in specs))
-    base = baseline or exp.baseline or names[0]
-    if base not in names:
-        raise UsageError(f"baseline {base!r} is not among the variants compared: {', '.join(names)}")
-    rows = report.compare_rows(records, base, exp.config.target_accuracy)
-    results = runs.ensure_results(exp.config.results)
-    stem = f"compare-{time.strftime('%Y%m%d-%H%M%S')}-{digest(sorted(r['run_id'] for r in records))[:6]}"
-    for n in range(1, 1000):  # the same comparison repeated within a second gets -2, -3, ...
-        cid = stem if n == 1 else f"{stem}-{n}"
-        folder = results / cid
-        try:
-            folder.mkdir()
-            break
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise RunFailure(f"cannot create the report folder {folder}: {e.strerror or e}; "
-                             "check the results folder and run the same command again (finished runs are reused)") from None
-    else:
-        raise RunFailure(f"cannot find a free report folder name {stem}-N in {results}")
-    curves = plots.curves(records, str(folder / "curves.png"))
-    extra_plots = {"curves": curves}
-    for key in sweep_keys:
-        first = exp.grid[key][0]
-        x = next(iter(first)) if isinstance(first, dict) else key  # a composite grid is plotted by its first key
-        extra_plots[f"sweep-{x}"] = plots.sweep(records, x, str(folder / f"sweep-{x}.png"))
-        if any("test_accuracy_batchstats" in r for r in records):
-            extra_plots[f"sweep-{x}-batchstats"] = plots.sweep(records, x, str(folder / f"sweep-{x}-batchstats.png"),
-                                                               metric="test_accuracy_batchstats")
-    traced = [r for r in records if r.get("traces") and r.get("status") == "finished"]
-    if traced:
-        extra_plots["traces"] = plots.traces_compare(traced, str(folder / "traces.png"))
-    env = runs.environment()
-    summary = {"compare_id": cid, "baseline": base, "dataset": source.name, "dataset_sha256": source.sha256,
-               "seeds": exp.seeds, "trained": outcome.trained, "reused": outcome.reused, "resumed": outcome.resumed,
-               "failed": outcome.failed, "wall_time_s": time.perf_counter() - started, "plots": extra_plots,
-               "folder": str(folder), **env}
-    text_json = report.to_json(rows, records, summary)
-    report.save(folder / "compare.json", text_json)
-    md = report.to_markdown(rows, base, "curves.png", env["command"])
-    report.save(folder / "report.md", md)
-    report.save(folder / "rows.csv", report.to_csv(rows))
+    with _progress_bars(quiet) as bar:
+        cmp = compare.run_comparison(exp, specs, source, baseline=base, force=force, retry_failed=retry_failed,
+                                     on_event=_events(quiet), progress=bar, sweep_keys=sweep_keys)
     if json_:
-        out.file.write(text_json + "\n")
+        out.file.write(cmp.json + "\n")
     elif fmt == "md":
-        out.file.write(md)
+        out.file.write(cmp.markdown)
     elif fmt == "csv":
-        out.file.write(report.to_csv(rows))
+        out.file.write(cmp.csv)
     else:
-        out.print(report.compare_table(rows, base, title))
-        err.print(f"trained {outcome.trained}, reused {outcome.reused}, resumed {outcome.resumed}, failed {outcome.failed} "
+        out.print(report.compare_table(cmp.rows, base, title))
+        o, summary = cmp.outcome, cmp.summary
+        err.print(f"trained {o.trained}, reused {o.reused}, resumed {o.resumed}, failed {o.failed} "
                   f"in {summary['wall_time_s']:.1f}s")
-        for name, path in extra_plots.items():
+        for name, path in cmp.plots.items():
             err.print(f"{name}: {path}", markup=False, soft_wrap=True)
-        err.print(f"report: {folder / 'report.md'}", markup=False, soft_wrap=True)
-    if outcome.failed:
+        err.print(f"report: {cmp.folder / 'report.md'}", markup=False, soft_wrap=True)
+    if cmp.outcome.failed:
         raise typer.Exit(1)
 
 
@@ -422,6 +357,7 @@ def compare(variants: Annotated[Optional[list[str]], typer.Argument(help="varian
             config: Config_ = None, dataset: Dataset_ = None, epochs: Epochs_ = None, lr: Lr_ = None,
             batch_size: Batch_ = None, seed: Seed_ = None, seeds: Seeds_ = None, data_dir: DataDir_ = None,
             results: Results_ = None, set_: Set_ = None, execution: Exec_ = None, workers: Workers_ = None,
+            executor: Executor_ = None, ray_address: RayAddress_ = None, ray_cpus_per_run: RayCpus_ = None,
             baseline: Annotated[Optional[str], typer.Option(help="variant the others are paired against [default: the first]")] = None,
             force: Annotated[bool, typer.Option("--force", help="train again even where a finished run matches")] = False,
             retry_failed: Annotated[bool, typer.Option("--retry-failed", help="train again the runs that failed before")] = False,
@@ -431,11 +367,12 @@ def compare(variants: Annotated[Optional[list[str]], typer.Argument(help="varian
     """Train (or reuse) each variant over the seeds and compare them in one table."""
 
     flags = dict(dataset=dataset, epochs=epochs, lr=lr, batch_size=batch_size, data_dir=data_dir,
-                 results=results, execution=execution, workers=workers, variants=variants or None)
+                 results=results, execution=execution, workers=workers, executor=executor, ray_address=ray_address,
+                 ray_cpus_per_run=ray_cpus_per_run, variants=variants or None)
     exp = _experiment(config, flags, set_, seeds=seeds, seed=seed)
     if exp.grid:
         raise UsageError(f"{exp.source} has a grid: run it with `bnexp sweep {exp.source}`")
-    source, specs = _planned(exp)
+    exp, source, specs = _planned(exp)
     title = f"{source.name}: {', '.join(dict.fromkeys(s.variant.name for s in specs))} × {len(exp.seeds)} seed(s)"
     _compare_like(exp, specs, source, baseline=baseline, force=force, retry_failed=retry_failed,
                   json_=json_, fmt=format_, title=title)
@@ -447,6 +384,7 @@ def sweep(file: Annotated[Path, typer.Argument(help="sweep YAML with variants, s
           dry_run: Annotated[bool, typer.Option("--dry-run", help="list the runs, train nothing")] = False,
           dataset: Dataset_ = None, epochs: Epochs_ = None, seeds: Seeds_ = None, data_dir: DataDir_ = None,
           results: Results_ = None, set_: Set_ = None, workers: Workers_ = None,
+          executor: Executor_ = None, ray_address: RayAddress_ = None, ray_cpus_per_run: RayCpus_ = None,
           force: Annotated[bool, typer.Option("--force")] = False,
           retry_failed: Annotated[bool, typer.Option("--retry-failed")] = False,
           json_: Json_ = False,
@@ -455,19 +393,14 @@ def sweep(file: Annotated[Path, typer.Argument(help="sweep YAML with variants, s
     """Run a grid of variants x config values x seeds; one compare row per grid point."""
     from rich.table import Table
 
-    from . import runs
+    from .plan import dry_run as plan_dry_run
 
-    flags = dict(dataset=dataset, epochs=epochs, data_dir=data_dir, results=results, workers=workers)
+    flags = dict(dataset=dataset, epochs=epochs, data_dir=data_dir, results=results, workers=workers, executor=executor,
+                 ray_address=ray_address, ray_cpus_per_run=ray_cpus_per_run)
     exp = _experiment(file, flags, set_, seeds=seeds)
-    source, specs = _planned(exp, allow_missing_data=dry_run)
+    exp, source, specs = _planned(exp, allow_missing_data=dry_run)
     if dry_run:
-        done = {rec.get("run_key"): rec.get("status") for rec in runs.scan(exp.config.results)} if source else {}
-        rows, first = [], {}  # key -> the row number of its first run: later ones are trained once, with it
-        for n, s in enumerate(specs, 1):
-            key = s.key(source.sha256) if source else n
-            status = done.get(key) or (f"as #{first[key]}" if key in first else "to train")
-            first.setdefault(key, n)
-            rows.append({"group": s.group, "variant": s.variant.name, "seed": s.config.seed, "status": status})
+        rows = plan_dry_run(specs, source)
         if json_:
             out.file.write(json.dumps({"runs": rows, "n": len(rows)}) + "\n")
             return

@@ -24,60 +24,105 @@ ACTIVATIONS = ("relu", "sigmoid", "tanh")
 INITIALIZERS = ("glorot_uniform", "he", "normal")
 OPTIMIZERS = ("adam", "sgd", "momentum")
 EXECUTIONS = ("xla", "graph", "eager")
+CNN_HEADS = ("gap", "flatten")
+COLOR_MODES = ("grayscale", "rgb")
+
+# The roles a config field can have (see Config).
+GRAPH, VALUE, DATA, IO = "graph", "value", "data", "io"
+ROLES = (GRAPH, VALUE, DATA, IO)
+
+
+def _f(default, role: str, since: int = 1):
+    """A config field with its role, and the schema it was added in."""
+    assert role in ROLES
+    return field(default=default, metadata={"role": role, "since": since})
 
 
 @dataclass
 class Config:
-    """Everything one run depends on. Defaults are the lab's (Lab10-4)."""
+    """Everything one run depends on. Defaults are the lab's (Lab10-4).
+
+    Each field declares its role (`role` in its metadata), from which every key is derived:
+    - graph: shapes the compiled program (and so the result); part of the program key;
+    - value: fed to the program (seed, lr, run length) or used around it; changes the result;
+    - data: chooses or shapes the data; always part of the reuse key;
+    - io: only where things are read or written, or how they are shown; in no key.
+    A graph or value key that the run's builders never read (`plain` never reads `bn_momentum`)
+    counts at its default. A key added after schema 1 (`since=2`) is left out of the reuse key at
+    its default, so runs made before it existed keep their keys.
+    """
 
     # --- data
-    dataset: str = "mnist"  # registry name; the unnamed default falls back to mnist-sample offline
-    data_dir: str | None = None  # folder with .npz or IDX .gz files; else $BNEXP_DATA_DIR
+    dataset: str = _f("mnist", DATA)  # registry name or KIND:PATH; the unnamed default falls back to mnist-sample offline
+    data_dir: str | None = _f(None, IO)  # folder with .npz or IDX .gz files; else $BNEXP_DATA_DIR
+    test_fraction: float = _f(0.2, DATA, 2)  # npz with only x, y and folders without train/test: held-out share (stratified)
+    image_size: str | None = _f(None, DATA, 2)  # folder: resize images to HxW, e.g. 32x32; default: the files' size
+    color_mode: str | None = _f(None, DATA, 2)  # folder: grayscale | rgb; default: what the files are
+    label_column: str | None = _f(None, DATA, 2)  # csv: the class column; default `label`, else the last column
 
-    # --- network: Flatten -> depth x block -> Dense(10) logits
-    depth: int = 2  # hidden Dense layers (the lab: 2; the course's TF2 net: 4)
-    width: int = 256  # units per hidden layer (TF2 net: 512)
-    activation: str = "relu"  # relu | sigmoid | tanh (Ioffe & Szegedy's MNIST net: sigmoid)
-    initializer: str = "glorot_uniform"  # glorot_uniform | he | normal (with init_std)
-    init_std: float = 0.01  # sigma of the `normal` initializer; the paper's "small random Gaussian"
-    use_bias: bool = True  # the lab keeps the Dense bias everywhere
-    bn_drop_bias: bool = False  # drop the Dense bias where BN follows it (BN's beta makes it redundant)
-    dropout: float = 0.5  # rate of the dropout variant's layers (the lab: 0.5)
-    bn_momentum: float = 0.99  # Keras default; PyTorch's 0.1 is 0.9 here
-    bn_epsilon: float = 1e-3  # Keras default; PyTorch uses 1e-5
+    # --- network: model family, then its shape
+    model: str = _f("mlp", GRAPH, 2)  # mlp (the lab's net) | cnn (VGG-style) | resnet (CIFAR-style, depth 6n+2)
+    depth: int = _f(2, GRAPH)  # mlp: hidden Dense layers (the lab: 2; the course's TF2 net: 4)
+    width: int = _f(256, GRAPH)  # mlp: units per hidden layer (TF2 net: 512)
+    filters: int = _f(16, GRAPH, 2)  # cnn: filters of the first stage, doubling per stage (16 keeps a compare in minutes on 2 cores)
+    kernel_size: int = _f(3, GRAPH, 2)  # cnn: conv kernel size
+    stages: int = _f(2, GRAPH, 2)  # cnn: stages, max-pooling between them
+    convs_per_stage: int = _f(2, GRAPH, 2)  # cnn: conv blocks per stage
+    cnn_head: str = _f("gap", GRAPH, 2)  # cnn: gap (global average pooling) | flatten, before the logits
+    spatial_dropout: bool = _f(False, GRAPH, 2)  # cnn dropout variant: drop whole channels (SpatialDropout2D)
+    blocks_per_stage: int = _f(1, GRAPH, 2)  # resnet: residual units per stage, n; depth 6n+2 (1: ResNet-8, 3: ResNet-20)
+    activation: str = _f("relu", GRAPH)  # relu | sigmoid | tanh (Ioffe & Szegedy's MNIST net: sigmoid)
+    initializer: str = _f("glorot_uniform", GRAPH)  # glorot_uniform | he | normal (with init_std)
+    init_std: float = _f(0.01, GRAPH)  # sigma of the `normal` initializer; the paper's "small random Gaussian"
+    use_bias: bool = _f(True, GRAPH)  # the lab keeps the Dense bias everywhere
+    bn_drop_bias: bool = _f(False, GRAPH)  # drop the Dense bias where a norm follows it (its beta makes it redundant)
+    dropout: float = _f(0.5, GRAPH)  # rate of the dropout variant's layers (the lab: 0.5)
+
+    # --- normalization: what fills a variant's norm slot
+    norm: str = _f("batch", GRAPH, 2)  # batch | renorm | layer | group | instance | none; `bnexp list` describes each
+    bn_momentum: float = _f(0.99, GRAPH)  # Keras default; PyTorch's 0.1 is 0.9 here
+    bn_epsilon: float = _f(1e-3, GRAPH)  # Keras default; PyTorch uses 1e-5
+    bn_virtual_batch: int | None = _f(None, GRAPH, 2)  # ghost batches: BN statistics over sub-batches of this size
+    norm_groups: int = _f(32, GRAPH, 2)  # group: groups (Wu & He's default), capped at the channel count
+    renorm_rmax: float = _f(3.0, GRAPH, 2)  # renorm: final clip of r to [1/rmax, rmax] (Ioffe 2017)
+    renorm_dmax: float = _f(5.0, GRAPH, 2)  # renorm: final clip of d to [-dmax, dmax] (Ioffe 2017)
+    renorm_warmup: int = _f(0, GRAPH, 2)  # renorm: steps over which the clips relax from plain BN (rmax 1, dmax 0); 0: none
 
     # --- optimization
-    optimizer: str = "adam"  # adam | sgd | momentum (SGD with `momentum`)
-    lr: float = 0.001  # the lab's Adam rate
-    momentum: float = 0.9  # only for optimizer=momentum
-    batch_size: int = 128  # the lab: 128
-    epochs: int = 1  # steps per epoch = train size // batch_size, whole set reshuffled each epoch
-    steps: int | None = None  # total steps; overrides epochs (the paper counts 50,000 steps)
-    seed: int = 0  # sets initial weights, data order and dropout masks
+    optimizer: str = _f("adam", GRAPH)  # adam | sgd | momentum (SGD with `momentum`)
+    lr: float = _f(0.001, VALUE)  # the lab's Adam rate
+    momentum: float = _f(0.9, GRAPH)  # only for optimizer=momentum
+    batch_size: int = _f(128, GRAPH)  # the lab: 128
+    epochs: int = _f(1, VALUE)  # steps per epoch = train size // batch_size, whole set reshuffled each epoch
+    steps: int | None = _f(None, VALUE)  # total steps; overrides epochs (the paper counts 50,000 steps)
+    seed: int = _f(0, VALUE)  # sets initial weights, data order and dropout masks
 
     # --- evaluation
-    eval_every: int | None = None  # steps between eval points; default about 1/10 epoch
-    eval_samples: int = 1000  # test images scored at intermediate eval points (the final eval uses all);
+    eval_every: int | None = _f(None, VALUE)  # steps between eval points; default about 1/10 epoch
+    eval_samples: int = _f(1000, GRAPH)  # test images scored at intermediate eval points (the final eval uses all);
     # 1,000 keeps periodic evaluation at 1-7% of training time (benchmarks/README.md)
-    target_accuracy: float = 0.8  # compare's convergence column: first step reaching this test accuracy
-    bn_batchstats_eval: bool = False  # also score the test set with BN using batch statistics
-    bn_recalibrate: int = 0  # after training, set each BN layer's moving mean/variance to the exact
+    target_accuracy: float = _f(0.8, IO)  # compare's convergence column: first step reaching this test accuracy
+    bn_batchstats_eval: bool = _f(False, VALUE)  # also score the test set with norms using batch statistics
+    bn_recalibrate: int = _f(0, VALUE)  # after training, set each moving-statistics norm's mean/variance to the exact
     # statistics of its input over this many training images, with the final weights ("precise BN",
     # Wu & Johnson 2021); the moving-average score is kept as test_accuracy_moving_avg. 0: off (the lab)
-    traces: bool = False  # record percentiles of each nonlinearity's input at eval points
-    trace_units: int = 3  # units traced per hidden layer (the first ones)
-    probe_size: int = 1000  # fixed probe batch for traces: the first test images
+    traces: bool = _f(False, VALUE)  # record percentiles of each nonlinearity's input at eval points
+    trace_units: int = _f(3, VALUE)  # units (channels, in a convnet) traced per nonlinearity (the first ones)
+    probe_size: int = _f(1000, VALUE)  # fixed probe batch for traces: the first test images
 
     # --- reliability
-    checkpoint_every: int | None = None  # steps between checkpoints; default: once per epoch (and at the end)
-    divergence_factor: float = 100.0  # stop as diverged when loss > factor x first-step loss
+    checkpoint_every: int | None = _f(None, IO)  # steps between checkpoints; default: once per epoch (and at the end)
+    divergence_factor: float = _f(100.0, VALUE)  # stop as diverged when loss > factor x first-step loss
 
     # --- execution
-    execution: str = "xla"  # xla (fastest) | graph (tf.function) | eager (the lab's loop, for debugging)
-    workers: int = 0  # runs that compare and sweep train at the same time, each in its own thread;
-    # results are the same as one at a time. 0: 2 on a machine with 2 or more cores, else 1; 1 for
-    # execution=eager (Python-bound: threads only slow it, and debugging wants one run at a time)
-    results: str = "results"  # where run folders go
+    execution: str = _f("xla", GRAPH)  # xla (fastest) | graph (tf.function) | eager (the lab's loop, for debugging)
+    workers: int = _f(0, IO)  # runs that compare and sweep train at the same time; results are the same as one
+    # at a time. 0: 2 on a machine with 2 or more cores, else 1; 1 for execution=eager (Python-bound:
+    # threads only slow it, and debugging wants one run at a time); with executor=ray: cluster CPUs / ray_cpus_per_run
+    executor: str = _f("local", IO, 2)  # local (threads in this process) | process (a child process per run) | ray
+    ray_address: str | None = _f(None, IO, 2)  # ray: auto, HOST:PORT or ray://...; default $RAY_ADDRESS, else a new local cluster
+    ray_cpus_per_run: float = _f(1.0, IO, 2)  # ray: CPUs each run asks the cluster for
+    results: str = _f("results", IO)  # where run folders go
 
     def steps_per_epoch(self, n_train: int) -> int:
         return n_train // self.batch_size
@@ -103,10 +148,6 @@ class Config:
         return validate(dataclasses.replace(self, **changes))
 
 
-# Keys that change where things are read or written, or how results are shown, but
-# not what a run computes: they stay out of the reuse key.
-NOT_IN_RESULT = frozenset({"data_dir", "results", "target_accuracy", "checkpoint_every", "workers"})
-
 # Keys a YAML file may hold besides config keys; they shape a comparison or sweep.
 EXPERIMENT_KEYS = {
     "variants": "variants to compare, in order (the first is the default baseline)",
@@ -118,6 +159,7 @@ EXPERIMENT_KEYS = {
 }
 
 CONFIG_KEYS = tuple(f.name for f in fields(Config))
+_FIELDS = {f.name: f for f in fields(Config)}
 
 
 @functools.cache
@@ -156,6 +198,15 @@ def _check(cond: bool, key: str, value: Any, need: str) -> None:
         raise UsageError(f"invalid {key}={value!r}: {need}")
 
 
+def _hw(text) -> tuple[int, int] | None:
+    """"32x32" or "32" -> (32, 32); None if it is neither."""
+    parts = str(text).lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        return None
+    h, w = (int(parts[0]), int(parts[-1]))
+    return h, w
+
+
 def validate(cfg: Config) -> Config:
     """Range checks; returns cfg unchanged or raises UsageError naming the key."""
     c = cfg
@@ -184,10 +235,23 @@ def validate(cfg: Config) -> Config:
     _check(c.probe_size >= 2, "probe_size", c.probe_size, "must be at least 2")
     _check(c.checkpoint_every is None or c.checkpoint_every >= 1, "checkpoint_every", c.checkpoint_every, "must be at least 1")
     _check(finite(c.divergence_factor) and c.divergence_factor > 1, "divergence_factor", c.divergence_factor, "must be a finite number above 1")
+    _check(finite(c.test_fraction) and 0 < c.test_fraction < 1, "test_fraction", c.test_fraction, "must be in (0, 1)")
+    _check(c.image_size is None or _hw(c.image_size) is not None, "image_size", c.image_size,
+           "write HxW, e.g. 32x32 (or one number for a square)")
+    for key in ("filters", "kernel_size", "stages", "convs_per_stage", "blocks_per_stage", "norm_groups"):
+        _check(getattr(c, key) >= 1, key, getattr(c, key), "must be at least 1")
+    _check(c.bn_virtual_batch is None or c.bn_virtual_batch >= 1, "bn_virtual_batch", c.bn_virtual_batch,
+           "must be at least 1 (or unset for the whole batch)")
+    _check(finite(c.renorm_rmax) and c.renorm_rmax >= 1, "renorm_rmax", c.renorm_rmax, "must be at least 1 (1: plain BN)")
+    _check(finite(c.renorm_dmax) and c.renorm_dmax >= 0, "renorm_dmax", c.renorm_dmax, "must be 0 (plain BN) or more")
+    _check(c.renorm_warmup >= 0, "renorm_warmup", c.renorm_warmup, "must be 0 (no warm-up) or a number of steps")
+    _check(finite(c.ray_cpus_per_run) and c.ray_cpus_per_run > 0, "ray_cpus_per_run", c.ray_cpus_per_run, "must be positive")
     for key, allowed in (("activation", ACTIVATIONS), ("initializer", INITIALIZERS),
-                         ("optimizer", OPTIMIZERS), ("execution", EXECUTIONS)):
+                         ("optimizer", OPTIMIZERS), ("execution", EXECUTIONS), ("cnn_head", CNN_HEADS)):
         value = getattr(c, key)
         _check(value in allowed, key, value, f"choose one of {', '.join(allowed)}{nearest(str(value), allowed)}")
+    if c.color_mode is not None:
+        _check(c.color_mode in COLOR_MODES, "color_mode", c.color_mode, f"choose one of {', '.join(COLOR_MODES)}")
     _check(bool(c.dataset), "dataset", c.dataset, "must name a dataset; see `bnexp list`")
     _check(bool(c.results), "results", c.results, "must name a folder")
     return c
@@ -379,9 +443,24 @@ def grid_changes(key: str, value: Any) -> dict:
     return dict(value) if isinstance(value, dict) else {key: value}
 
 
-def result_dict(cfg: Config) -> dict:
-    """The config keys that decide what a run computes (the reuse key's part)."""
-    return {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_RESULT}
+def role(key: str) -> str:
+    return _FIELDS[key].metadata["role"]
+
+
+def key_dict(cfg: Config, read: set[str] | None, roles: tuple[str, ...] = (GRAPH, VALUE, DATA)) -> dict:
+    """The config part of a key: each field of those roles, at its value where the run reads it
+    (`read`: None for every field; data fields always count) and at its default where it does
+    not. A field added after schema 1 is left out at its default, so older runs keep their keys."""
+    out = {}
+    for f in fields(Config):
+        r = f.metadata["role"]
+        if r not in roles:
+            continue
+        value = getattr(cfg, f.name) if (read is None or f.name in read or r == DATA) else f.default
+        if f.metadata["since"] > 1 and value == f.default:
+            continue
+        out[f.name] = value
+    return out
 
 
 def digest(obj: Any) -> str:

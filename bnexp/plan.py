@@ -1,30 +1,33 @@
-"""Planning runs, apart from executing them.
+"""Planning runs, scheduling them, and executing them through an executor.
 
-`plan()` turns an Experiment into RunSpecs (variant x grid point x seed) without touching
-TensorFlow or data. `execute()` walks the specs: it reuses finished runs, resumes
-interrupted ones, and hands the rest to an executor, `workers` runs at a time. LocalExecutor
-trains in this process; another executor (a Ray task, say) only has to implement
-`run(spec, data, run_dir, record, poll) -> record`.
+- `plan()` turns an Experiment into RunSpecs (grid point x variant x seed), without TensorFlow
+  or data.
+- A spec's keys are derived, never listed: `reads()` runs the spec's builders on a recording
+  config (the model's, the normalizer's and the training loop's settings) and the config's
+  field roles decide the rest (config.key_dict).
+- `schedule()` is pure: for each spec, reuse a finished run, report an earlier failure, resume
+  an interrupted run, train, or follow another spec of the batch with the same key. `execute()`
+  and `sweep --dry-run` both call it, so they cannot disagree.
+- `execute()` is the driver: it checks everything it can before any folder is claimed, claims
+  and writes the run folders (through runs.RunFolder), and hands each run to an executor as a
+  picklable Task (executors/).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
-import numpy as np
 import yaml
 
-from . import __version__, runs
-from .config import Config, Experiment, digest, grid_changes, result_dict
-from .errors import BnexpError, UsageError
-from .train import Interrupted
-from .variants import Variant, resolve as resolve_variant
+from . import __version__, models, runs
+from .config import GRAPH, Config, Experiment, digest, grid_changes, key_dict
+from .errors import BnexpError, RunFailure, UsageError
+from .models import Variant, resolve as resolve_variant
 
 
 @dataclass(frozen=True)
@@ -33,9 +36,12 @@ class RunSpec:
     config: Config
     group: str = ""  # the sweep cell, e.g. "lr=0.1"; "" in a plain comparison
 
+    def reads(self) -> frozenset[str]:
+        return reads(self.variant, self.config)
+
     def key(self, dataset_sha: str) -> str:
         """Runs with equal keys compute the same thing: the reuse key."""
-        return digest([reuse_config(self.config, self.variant), self.variant.name, self.variant.spec(), dataset_sha,
+        return digest([key_dict(self.config, set(self.reads())), self.variant.name, self.variant.spec(), dataset_sha,
                        __version__])
 
     @property
@@ -43,31 +49,31 @@ class RunSpec:
         return f"{self.variant.name} seed {self.config.seed}" + (f" {self.group}" if self.group else "")
 
 
-DEFAULTS = Config()
+_READS: dict = {}
 
 
-def reuse_config(cfg: Config, variant: Variant) -> dict:
-    """The config part of the reuse key: result_dict with each key this run never reads set to
-    its default, so that e.g. plain's runs in a sweep over bn_momentum are trained once and
-    reused in every cell. Defaults, not deletion: keys of runs made with the defaults stay as
-    they were."""
-    layers = set(variant.block) | set(variant.head)
-    unread = []
-    if "bn" not in layers:
-        unread += ["bn_momentum", "bn_epsilon", "bn_drop_bias", "bn_recalibrate"]
-    if "dropout" not in layers:
-        unread.append("dropout")
-    if cfg.optimizer != "momentum":
-        unread.append("momentum")
-    if cfg.initializer != "normal":
-        unread.append("init_std")
-    if not cfg.traces:
-        unread += ["trace_units", "probe_size"]
-    return {**result_dict(cfg), **{k: getattr(DEFAULTS, k) for k in unread}}
+def reads(variant: Variant, cfg: Config) -> frozenset[str]:
+    """The config keys a run of `variant` under `cfg` reads: its net's builders and its training
+    loop's settings, run on a recording config. Also raises, while planning, the usage errors a
+    build would raise (a variant its model cannot build, a group count that does not divide)."""
+    from .models.kit import Reads
+    from .train.settings import settings
+
+    memo = (variant, tuple(cfg.to_dict().items()))
+    if memo not in _READS:
+        proxy = Reads(cfg)
+        built = models.build_with(models.Kit.recording(), variant, proxy, _PLAN_SHAPE, 10)
+        settings(proxy, n_train=cfg.batch_size, moving_stats=bool(built.stat_layers))
+        _READS[memo] = frozenset(proxy.read)
+    return _READS[memo]
+
+
+_PLAN_SHAPE = (28, 28, 1)  # builders take the same branches whatever the image size
 
 
 def plan(exp: Experiment, variants: list[str] | None = None) -> list[RunSpec]:
-    """Every run the experiment asks for: grid points x variants x seeds, in that order."""
+    """Every run the experiment asks for: grid points x variants x seeds, in that order. Each is
+    checked now (its builders run on a recording config), so a bad name or value costs no training."""
     names = variants or exp.variants
     if not names:
         raise UsageError("name at least one variant, e.g. `bnexp compare plain bn-pre`; see `bnexp list`")
@@ -82,42 +88,83 @@ def plan(exp: Experiment, variants: list[str] | None = None) -> list[RunSpec]:
         group = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in changes.items())
         for variant in resolved:
             for seed in exp.seeds:
-                specs.append(RunSpec(variant, exp.config.replace(seed=seed, **changes), group))
+                spec = RunSpec(variant, exp.config.replace(seed=seed, **changes), group)
+                spec.reads()
+                specs.append(spec)
     return specs
 
 
-class Executor(Protocol):
-    """Trains one run. `execute` may call `run` from several threads at once (`workers`);
-    `poll`, when given, lists the signals that arrived: stop at the next safe point.
-    An executor may also have `prepare()`, called once in the calling thread before the
-    first run when there is something to train."""
-
-    def run(self, spec: RunSpec, data, run_dir: Path, record: dict, poll: Callable | None = None) -> dict: ...
+# ---------------------------------------------------------------- scheduling (pure)
 
 
-class LocalExecutor:
-    """Trains in this process, sharing compiled programs and the data across runs (and
-    across the threads that train runs at once)."""
+@dataclass(frozen=True)
+class Decision:
+    action: str  # reuse | failed-before | resume | train | follow
+    record: dict | None = None  # the earlier run reused, that failed, or to resume
+    leader: int | None = None  # follow: the index of the spec of this batch that trains the same key
 
-    def __init__(self, progress: Callable | None = None):
-        self.engine = None
-        self.progress = progress  # progress(spec) -> context manager yielding on_progress
+    def status(self) -> str:
+        """How `sweep --dry-run` shows it."""
+        if self.action in ("reuse", "failed-before"):
+            return self.record["status"]
+        if self.action == "follow":
+            return f"as #{self.leader + 1}"
+        return "to resume" if self.action == "resume" else "to train"
 
-    def prepare(self) -> None:
-        """Import TensorFlow here, before any worker thread: while it loads, stderr points at
-        /dev/null (to hide its start-up lines), and other threads' messages would be lost."""
-        from .train import tf
 
-        tf()
+def schedule(keys: list[str], previous: dict[str, list[dict]], *, reuse: bool = True, force: bool = False,
+             retry_failed: bool = False) -> list[Decision]:
+    """What to do for each spec (given by its key), from the records already on disk by key.
 
-    def run(self, spec: RunSpec, data, run_dir: Path, record: dict, poll: Callable | None = None) -> dict:
-        from .train import Engine, train
+    reuse: take a finished (or diverged) run with the same key instead of training. force:
+    train anew even so. retry_failed: train again where the last try failed (without it a
+    failed run is reported as failed). An interrupted run is resumed. A key that appears twice
+    in the batch is trained once: the later specs follow the first.
+    """
+    out: list[Decision] = []
+    leader: dict[str, int] = {}
+    skip = reuse and not force
+    for i, key in enumerate(keys):
+        prev = previous.get(key, [])
+        done = [r for r in prev if r["status"] in runs.DONE]
+        failed = [r for r in prev if r["status"] == "failed"]
+        interrupted = [r for r in prev if r["status"] == "interrupted"]
+        if skip and key in leader:
+            out.append(Decision("follow", leader=leader[key]))
+        elif skip and done:
+            out.append(Decision("reuse", done[-1]))
+        elif skip and failed and not retry_failed:
+            out.append(Decision("failed-before", failed[-1]))
+        else:
+            leader[key] = i
+            out.append(Decision("resume", interrupted[0]) if interrupted and not force else Decision("train"))
+    return out
 
-        self.engine = self.engine or Engine()
-        if self.progress is None:
-            return train(spec.config, spec.variant, data, run_dir, record, self.engine, poll=poll)
-        with self.progress(spec) as on_progress:
-            return train(spec.config, spec.variant, data, run_dir, record, self.engine, on_progress, poll=poll)
+
+def by_key(results: str | Path, on_broken: Callable[[dict], None] | None = None) -> dict[str, list[dict]]:
+    """The records under `results`, by run key (broken folders are reported and never used)."""
+    out: dict[str, list[dict]] = {}
+    for rec in runs.scan(results):
+        if rec["status"] == "broken":
+            if on_broken:
+                on_broken(rec)
+        elif rec.get("run_key"):
+            out.setdefault(rec["run_key"], []).append(rec)
+    return out
+
+
+def dry_run(specs: list[RunSpec], source) -> list[dict]:
+    """The rows `sweep --dry-run` shows: what execute() would do for each spec. Reads the
+    results folder, writes nothing, imports neither TensorFlow nor Ray."""
+    if source is None:
+        return [{"group": s.group, "variant": s.variant.name, "seed": s.config.seed, "status": "to train"} for s in specs]
+    keys = [s.key(source.sha256) for s in specs]
+    decisions = schedule(keys, by_key(specs[0].config.results))
+    return [{"group": s.group, "variant": s.variant.name, "seed": s.config.seed, "status": d.status()}
+            for s, d in zip(specs, decisions)]
+
+
+# ---------------------------------------------------------------- executing
 
 
 @dataclass
@@ -129,133 +176,170 @@ class Outcome:
     failed: int = 0
 
 
-def execute(specs: list[RunSpec], source, *, executor: Executor | None = None, reuse: bool = True,
-            force: bool = False, retry_failed: bool = False,
-            on_event: Callable[[str, RunSpec, dict], None] | None = None, workers: int = 1) -> Outcome:
-    """Run `specs` on the dataset `source` (a data.DataSource); never trains what is done.
-
-    reuse: take a finished (or diverged) run with the same key instead of training.
-    force: train anew even so. retry_failed: train again where the last try failed
-    (without it a failed run is reported as failed). Interrupted runs are resumed.
-    A run that fails is recorded as failed and the batch goes on.
-    workers: how many runs train at the same time, each in its own thread. A run computes
-    the same thing whichever thread trains it, so results do not depend on it.
-    Records come back in the order of `specs`.
-    """
-    from . import data as data_mod
-
-    executor = executor or LocalExecutor()
-    emit = on_event or (lambda *a: None)
-    results = runs.ensure_results(specs[0].config.results)
-    by_key: dict[str, list[dict]] = {}
-    for rec in runs.scan(results):
-        if rec["status"] == "broken":
-            emit("broken", None, rec)  # never reused, never touched: say so and go on
-        elif rec.get("run_key"):
-            by_key.setdefault(rec["run_key"], []).append(rec)
-    out = Outcome()
-    slots: list[dict | None] = [None] * len(specs)
-    todo = []
-    leader: dict[str, int] = {}  # key -> the slot of the run in `todo` that computes it
-    followers: list[tuple[int, RunSpec, int]] = []  # runs of this batch that compute the same as another
-    for i, spec in enumerate(specs):
-        key = spec.key(source.sha256)
-        previous = by_key.get(key, [])
-        if reuse and not force and key in leader:
-            followers.append((i, spec, leader[key]))
-            continue
-        done = [r for r in previous if r["status"] in runs.DONE]
-        failed = [r for r in previous if r["status"] == "failed"]
-        # a reused run is shown in this batch's sweep cell, whatever batch first made it
-        if not force and reuse and done:
-            slots[i] = dict(done[-1], reused=True, group=spec.group)
-            out.reused += 1
-            emit("reused", spec, slots[i])
-        elif not force and reuse and failed and not retry_failed:
-            slots[i] = dict(failed[-1], reused=True, group=spec.group)
-            out.failed += 1
-            emit("failed-before", spec, slots[i])
-        else:
-            todo.append((i, spec, key, previous))
-            leader[key] = i
-    if todo:
-        loaded = data_mod.load(source)  # decode before claiming a folder: bad data must leave nothing behind
-        n = loaded.x_train.shape[0]
-        for _, spec, _, _ in todo:
-            if n // spec.config.batch_size < 1:
-                raise UsageError(f"batch_size={spec.config.batch_size} is larger than the {n} training images; "
-                                 "lower --batch-size")
-            _check_fits(spec.config, int(np.prod(loaded.x_train.shape[1:])))
-        env = runs.environment()
-        counted = threading.Lock()
-        if hasattr(executor, "prepare"):
-            executor.prepare()
-
-        def run_one(i: int, spec: RunSpec, key: str, previous: list[dict], poll: Callable | None) -> None:
-            run_dir, lock, resumed = _take_interrupted(previous) if not force else (None, None, False)
-            if run_dir is None:
-                run_dir = runs.claim(results, spec.variant.name, spec.config.seed)
-                lock = runs.Lock(run_dir)
-                lock.acquire()
-            try:
-                record = _base_record(spec, key, run_dir, loaded, env)
-                if not resumed:
-                    runs.write_atomic(run_dir / "config.yaml", _config_yaml(spec))
-                emit("resuming" if resumed else "training", spec, record)
-                try:
-                    rec = executor.run(spec, loaded, run_dir, record, poll)
-                except (KeyboardInterrupt, Interrupted, UsageError):
-                    if not (run_dir / "metrics.json").exists():  # stopped before it began: nothing to keep
-                        shutil.rmtree(run_dir, ignore_errors=True)
-                    raise
-                except Exception as e:  # one broken run must not sink the batch
-                    record.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0])
-                    runs.write_json(run_dir / "metrics.json", record)
-                    rec = record
-                    with counted:
-                        out.failed += 1
-                    emit("failed", spec, rec)
-                else:
-                    with counted:
-                        out.resumed += resumed
-                        out.trained += not resumed
-                    emit(rec["status"], spec, rec)
-                rec["run_dir"] = str(run_dir)
-                slots[i] = rec
-            finally:
-                lock.release()
-
-        if workers <= 1 or len(todo) == 1:
-            for job in todo:
-                run_one(*job, None)
-        else:
-            _in_threads(run_one, _interleaved(todo), workers)
-    for i, spec, lead in followers:  # trained once above: shown in its own cell, like a run reused from disk
-        slots[i] = dict(slots[lead], reused=True, group=spec.group)
-        if slots[i]["status"] == "failed":
-            out.failed += 1
-            emit("failed-before", spec, slots[i])
-        else:
-            out.reused += 1
-            emit("reused", spec, slots[i])
-    out.records = [r for r in slots if r is not None]
-    return out
-
-
 # float32 arrays a run cannot train without, per weight: the weight, its gradient, the optimizer's slots
 ARRAYS_PER_WEIGHT = {"adam": 4, "momentum": 3, "sgd": 2}
 
 
-def _check_fits(cfg: Config, input_dim: int, classes: int = 10) -> None:
+def check_fits(spec: RunSpec, input_shape: tuple[int, ...], num_classes: int) -> None:
     """Refuse, before any folder is claimed, a net whose weights alone cannot fit in this machine's
-    memory (e.g. a typo in width): a lower bound, so that no run that could train is refused."""
-    weights = input_dim * cfg.width + (cfg.depth - 1) * cfg.width ** 2 + cfg.width * classes
+    memory (e.g. a typo in width): a lower bound from the real parameter count (counted from
+    shapes, nothing allocated), so that no run that could train is refused."""
+    cfg = spec.config
+    weights = models.count_params(spec.variant, cfg, input_shape, num_classes)
     need = 4 * weights * ARRAYS_PER_WEIGHT[cfg.optimizer]
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > have:
-        raise UsageError(f"width={cfg.width}, depth={cfg.depth} makes {weights:.3g} weights: with {cfg.optimizer}'s "
-                         f"state they need at least {need / 2**30:,.0f} GB, and this machine has {have / 2**30:.1f} GB; "
-                         "lower --set width (or depth)")
+        size_keys = models.family(cfg.model).size_keys
+        sizes = ", ".join(f"{k}={getattr(cfg, k)}" for k in size_keys) or f"model {cfg.model}"
+        raise UsageError(f"{sizes} makes {weights:.3g} weights: with {cfg.optimizer}'s state they need at least "
+                         f"{need / 2**30:,.0f} GB, and this machine has {have / 2**30:.1f} GB; "
+                         f"lower --set {' (or '.join(size_keys[:2]) + ')' * (len(size_keys) > 1) or 'the net size'}")
+
+
+def _check_runs(specs: list[RunSpec], dataset) -> None:
+    """What can only be checked once the data are decoded, before any folder is claimed."""
+    n = int(dataset.x_train.shape[0])
+    seen = set()
+    for spec in specs:
+        cfg = spec.config
+        if n // cfg.batch_size < 1:
+            raise UsageError(f"batch_size={cfg.batch_size} is larger than the {n} training images; lower --batch-size")
+        models.check(spec.variant, cfg, tuple(dataset.input_shape), dataset.num_classes)
+        shape_key = digest([spec.variant.spec(), key_dict(cfg, set(spec.reads()), roles=(GRAPH,))])
+        if shape_key not in seen:
+            seen.add(shape_key)
+            check_fits(spec, tuple(dataset.input_shape), dataset.num_classes)
+
+
+def execute(specs: list[RunSpec], source, *, executor=None, reuse: bool = True, force: bool = False,
+            retry_failed: bool = False, on_event: Callable[[str, RunSpec | None, dict], None] | None = None,
+            progress: Callable | None = None, dataset=None) -> Outcome:
+    """Run `specs` on the dataset `source` (a data.DataSource); never trains what is done.
+
+    Decisions come from schedule(). Runs to train go to `executor` (default: local threads,
+    `workers` at a time), as picklable Tasks; a run's result is the same whichever executor or
+    thread trains it. A run that fails is recorded as failed and the batch goes on. Ctrl-C and
+    SIGTERM stop every run in flight at its next chunk boundary (each saves a checkpoint) and
+    start no new one. `progress(spec)`, if given, is a context manager yielding the run's
+    on_progress(step, total, loss, acc). Records come back in the order of `specs`.
+    """
+    from . import data as data_mod
+    from .executors import WorkerError, build
+    from .train.signals import Interrupted, PollControl
+
+    emit = on_event or (lambda *a: None)
+    results = runs.ensure_results(specs[0].config.results)
+    keys = [spec.key(source.sha256) for spec in specs]
+    decisions = schedule(keys, by_key(results, lambda rec: emit("broken", None, rec)), reuse=reuse, force=force,
+                         retry_failed=retry_failed)
+    out = Outcome()
+    slots: list[dict | None] = [None] * len(specs)
+    todo = [i for i, d in enumerate(decisions) if d.action in ("train", "resume")]
+    stopped: list[tuple[int, Path]] = []
+    if todo:
+        # decode and check before claiming a folder: bad data or a bad net must leave nothing behind
+        dataset = dataset or data_mod.load(source, cache_dir=runs.data_cache(results))
+        _check_runs([specs[i] for i in todo], dataset)
+        executor = executor or build(specs[0].config)
+        provenance = runs.provenance()
+        driver = runs.machine()
+        counted = threading.Lock()
+        executor.start(source, dataset)
+
+        def run_one(i: int, poll) -> None:
+            spec, d, key = specs[i], decisions[i], keys[i]
+            folder = runs.RunFolder.take(d.record["run_dir"]) if d.action == "resume" else None
+            resume = None
+            if folder is not None:
+                resume, note = folder.checkpoint()
+                if note:
+                    emit("note", spec, {"note": note, "run_id": folder.name})
+            else:
+                folder = runs.RunFolder.claim(results, spec.variant.name, spec.config.seed)
+                folder.write_config(_config_yaml(spec))
+            resumed = resume is not None
+            try:
+                identity = {"run_id": folder.name, "status": "running", "variant": spec.variant.name,
+                            "seed": spec.config.seed, "group": spec.group, "run_key": key}
+                base = dict(identity=identity, dataset=dataset.record(), variant_spec=spec.variant.spec(),
+                            config=spec.config.to_dict())
+                folder.write(runs.record(**base, env={**driver, **provenance}))
+                emit("resuming" if resumed else "training", spec, {"run_id": folder.name})
+                task = _task(spec, source, folder, resume)
+                with (progress(spec) if progress else _null()) as on_progress:
+                    control = PollControl(poll, on_progress)
+                    try:
+                        result = executor.run(task, control)
+                    except (KeyboardInterrupt, UsageError):
+                        if not resumed:  # stopped before it began: nothing to keep
+                            folder.remove()
+                        raise
+                    except Exception as e:  # one broken run must not sink the batch
+                        error = str(e) if isinstance(e, WorkerError) else f"{type(e).__name__}: {e}"
+                        identity["status"] = "failed"
+                        rec = runs.record(**base, metrics={"error": error.splitlines()[0]}, env={**driver, **provenance})
+                        folder.write(rec)
+                        with counted:
+                            out.failed += 1
+                        emit("failed", spec, rec)
+                        slots[i] = {**rec, "run_dir": str(folder.path)}
+                        return
+                folder.put_files(result.files)
+                identity["status"] = result.status
+                rec = runs.record(**base, metrics={k: v for k, v in result.metrics.items() if k != "status"},
+                                  env={**result.env, **provenance})
+                folder.write(rec)
+                if result.status == "interrupted":
+                    stopped.append((i, folder.path))
+                    return
+                with counted:
+                    out.resumed += resumed
+                    out.trained += not resumed
+                emit(result.status, spec, rec)
+                slots[i] = {**rec, "run_dir": str(folder.path)}
+            finally:
+                folder.release()
+
+        try:
+            signum = _in_threads(run_one, _interleaved([(i, specs[i]) for i in todo]), executor.slots)
+        finally:
+            executor.close()
+        if stopped or signum:
+            if stopped:
+                raise Interrupted(signum or 2, stopped[0][1], others=len(stopped) - 1)
+            raise KeyboardInterrupt
+    for i, d in enumerate(decisions):
+        if d.action == "reuse" or d.action == "failed-before":
+            slots[i] = dict(d.record, reused=True, group=specs[i].group)
+        elif d.action == "follow":  # trained once above: shown in its own cell, like a run reused from disk
+            slots[i] = dict(slots[d.leader], reused=True, group=specs[i].group) if slots[d.leader] else None
+        else:
+            continue
+        if slots[i] is None:
+            continue
+        if slots[i]["status"] == "failed":
+            out.failed += 1
+            emit("failed-before", specs[i], slots[i])
+        else:
+            out.reused += 1
+            emit("reused", specs[i], slots[i])
+    out.records = [r for r in slots if r is not None]
+    return out
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _task(spec: RunSpec, source, folder, resume):
+    from .executors import Task
+
+    return Task(spec=spec, source=source, run_id=folder.name, read=spec.reads(), resume=resume,
+                run_dir=str(folder.path))
 
 
 def _interleaved(todo: list) -> list:
@@ -264,14 +348,15 @@ def _interleaved(todo: list) -> list:
     buckets: dict[tuple, list] = {}
     for job in todo:
         buckets.setdefault((job[1].variant.name, job[1].group), []).append(job)
-    return [job for row in itertools.zip_longest(*buckets.values()) for job in row if job is not None]
+    return [job[0] for row in itertools.zip_longest(*buckets.values()) for job in row if job is not None]
 
 
-def _in_threads(run_one: Callable, todo: list, workers: int) -> None:
-    """`run_one(*job, poll)` for each job, `workers` at a time. Ctrl-C and SIGTERM are held
-    for the whole batch and shared through `poll`: every run in flight saves a checkpoint at
-    its next call boundary and no new run starts. The first error is raised once all stop."""
-    from .train import deferred_signals
+def _in_threads(run_one: Callable, todo: list[int], workers: int) -> int:
+    """`run_one(i, poll)` for each job, `workers` at a time. Ctrl-C and SIGTERM are held for the
+    whole batch and shared through `poll`: every run in flight saves a checkpoint at its next
+    call boundary and no new run starts. The first error is raised once all stop; otherwise
+    returns the signal that arrived, or 0."""
+    from .train.signals import deferred_signals
 
     jobs = iter(todo)
     taking = threading.Lock()
@@ -284,13 +369,13 @@ def _in_threads(run_one: Callable, todo: list, workers: int) -> None:
                 if job is None:
                     return
                 try:
-                    run_one(*job, poll)
+                    run_one(job, poll)
                 except BaseException as e:  # noqa: BLE001 - handed to the main thread
                     errors.append(e)
                     return
 
         threads = [threading.Thread(target=worker, name=f"bnexp-run-{k}", daemon=True)
-                   for k in range(min(workers, len(todo)))]
+                   for k in range(max(1, min(workers, len(todo))))]
         for th in threads:
             th.start()
         for th in threads:
@@ -299,36 +384,10 @@ def _in_threads(run_one: Callable, todo: list, workers: int) -> None:
                 # handler only when this thread runs Python, and poll() takes one still pending
                 th.join(0.05)
                 poll()
-        stopped = bool(poll())
-    cut = [e for e in errors if isinstance(e, Interrupted)]
-    if cut:
-        raise Interrupted(cut[0].signum, cut[0].run_dir, others=len(cut) - 1)
+        caught = list(poll())
     if errors:
         raise errors[0]
-    if stopped:  # a signal arrived between runs: everything started has finished
-        raise KeyboardInterrupt
-
-
-def _take_interrupted(previous: list[dict]):
-    for rec in previous:
-        if rec["status"] == "interrupted":
-            run_dir = Path(rec["run_dir"])
-            lock = runs.Lock(run_dir)
-            if lock.acquire():  # another process may be resuming it right now
-                has_ckpt = (run_dir / "checkpoint.npz").exists()
-                return run_dir, lock, has_ckpt
-    return None, None, False
-
-
-def _base_record(spec: RunSpec, key: str, run_dir: Path, data, env: dict) -> dict:
-    """Identity first, then dataset provenance and config; train adds metrics; env last."""
-    return {
-        "schema": runs.SCHEMA, "run_id": run_dir.name, "status": "running",
-        "variant": spec.variant.name, "seed": spec.config.seed, "group": spec.group, "run_key": key,
-        **data.record(),
-        "variant_spec": spec.variant.spec(), "config": spec.config.to_dict(),
-        **env,
-    }
+    return caught[0] if caught else 0
 
 
 def _config_yaml(spec: RunSpec) -> str:
@@ -337,13 +396,23 @@ def _config_yaml(spec: RunSpec) -> str:
 
 
 def resolve_source(exp: Experiment):
-    """The dataset actually used; the experiment's config is pinned to its name."""
+    """The dataset the experiment names, found and hashed (not decoded). The experiment is left
+    as it is: a fallback (mnist -> mnist-sample) is in the source's name and note, and
+    `pinned()` gives the config the runs then use."""
     from . import data
 
-    source = data.resolve(exp.config.dataset, exp.config.data_dir, user_named=exp.dataset_named)
-    if source.name != exp.config.dataset:
-        exp.config = exp.config.replace(dataset=source.name)
-    return source
+    return data.resolve_config(exp.config, user_named=exp.dataset_named)
 
 
-__all__ = ["RunSpec", "plan", "execute", "LocalExecutor", "Outcome", "resolve_source", "BnexpError"]
+def pinned(exp: Experiment, source) -> Experiment:
+    """The experiment with its config's dataset set to the source actually used: a run made on
+    the mnist-sample fallback says so in its config, and is keyed as such."""
+    import dataclasses
+
+    if source is None or source.name == exp.config.dataset:
+        return exp
+    return dataclasses.replace(exp, config=exp.config.replace(dataset=source.name))
+
+
+__all__ = ["Decision", "Outcome", "RunSpec", "dry_run", "execute", "pinned", "plan", "reads", "resolve_source",
+           "schedule", "BnexpError", "RunFailure"]

@@ -1,8 +1,13 @@
-"""Step 5 of the pipeline: run folders on disk.
+"""Step 5 of the pipeline: run folders on disk. This module is the only writer of one.
 
 results/<run-id>/ holds config.yaml, metrics.json, model.keras, checkpoint.npz and tb/.
 A folder is claimed with an atomic mkdir and locked (flock) while a process trains in
-it; metrics.json is replaced atomically, so a reader sees a whole record or the last one.
+it; every file is replaced atomically, so a reader sees a whole file or the last one. The
+record (metrics.json) is assembled here (`record()`), and its status changes only through
+`RunFolder.write()`: running -> finished | diverged | failed | interrupted, interrupted -> running.
+Training writes its artifacts (checkpoints, model, TensorBoard files) through the functions
+below, into the run folder or, on another machine, into a work folder whose files the driver
+then puts into the run folder (`RunFolder.put_files`), metrics.json last.
 """
 
 from __future__ import annotations
@@ -25,6 +30,14 @@ from .errors import RunFailure, UsageError
 SCHEMA = 1  # metrics.json layout version; a newer one is refused, not misread
 STATUSES = ("running", "finished", "interrupted", "failed", "diverged")
 DONE = ("finished", "diverged")  # outcomes a comparison can use
+# status -> the statuses it may become
+TRANSITIONS = {None: ("running",), "running": ("finished", "diverged", "failed", "interrupted"),
+               "interrupted": ("running",)}
+
+# A run folder's files
+METRICS, CONFIG, MODEL, CHECKPOINT, TENSORBOARD, LOCK = "metrics.json", "config.yaml", "model.keras", "checkpoint.npz", "tb", ".lock"
+PREVIOUS_CHECKPOINT = "checkpoint.prev.npz"  # the one before the last, kept in case the last is damaged
+ARTIFACTS = (MODEL, CHECKPOINT, PREVIOUS_CHECKPOINT, TENSORBOARD)  # what training writes; a worker sends these back
 
 
 def ensure_results(path: str | Path) -> Path:
@@ -39,6 +52,11 @@ def ensure_results(path: str | Path) -> Path:
     if not os.access(p, os.W_OK | os.X_OK):
         raise UsageError(f"results folder {str(p)!r} is not writable; pass a writable folder with --results")
     return p
+
+
+def data_cache(results: str | Path) -> Path:
+    """Where decoded user datasets are cached (data.load's cache_dir): never a run folder."""
+    return Path(results) / ".cache" / "data"
 
 
 def claim(results: Path, variant: str, seed: int) -> Path:
@@ -56,6 +74,133 @@ def claim(results: Path, variant: str, seed: int) -> Path:
     raise RunFailure(f"could not find a free run id in {results}")
 
 
+class RunFolder:
+    """A claimed, locked run folder and its record's status."""
+
+    def __init__(self, path: Path, lock: "Lock", status: str | None = None):
+        self.path, self.lock, self.status = Path(path), lock, status
+
+    @classmethod
+    def claim(cls, results: Path, variant: str, seed: int) -> "RunFolder":
+        path = claim(results, variant, seed)
+        lock = Lock(path)
+        lock.acquire()
+        return cls(path, lock)
+
+    @classmethod
+    def take(cls, path: str | Path) -> "RunFolder | None":
+        """An interrupted run's folder, locked for resuming; None if another process holds it."""
+        lock = Lock(Path(path))
+        return cls(Path(path), lock, "interrupted") if lock.acquire() else None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def write_config(self, text: str) -> None:
+        write_atomic(self.path / CONFIG, text)
+
+    def write(self, record: dict) -> None:
+        """Write the record; its status must follow from the last one written (TRANSITIONS)."""
+        new = record["status"]
+        if new != self.status and new not in TRANSITIONS.get(self.status, ()):
+            raise RuntimeError(f"run {self.name}: status {self.status} cannot become {new}")
+        write_json(self.path / METRICS, record)
+        self.status = new
+
+    def put_files(self, files: dict[str, bytes]) -> None:
+        """Files a worker made elsewhere (relative path -> bytes), each written atomically."""
+        for rel, data in sorted(files.items()):
+            dest = self.path / rel
+            if ".." in Path(rel).parts or Path(rel).is_absolute():
+                raise RunFailure(f"refusing to write {rel!r} outside run folder {self.path}")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(dest, data)
+
+    def checkpoint(self) -> tuple[bytes | None, str | None]:
+        """The checkpoint to resume from, and a note if the last one could not be read."""
+        return read_checkpoint(self.path)
+
+    def remove(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def release(self) -> None:
+        self.lock.release()
+
+
+def record(*, identity: dict, dataset: dict, variant_spec: dict, config: dict, metrics: dict | None = None,
+           env: dict | None = None) -> dict:
+    """The one place a run record is assembled: identity, dataset provenance, what ran, then the
+    metrics, then where it ran (a flat record: `compare` reads it straight into rows)."""
+    return {"schema": SCHEMA, **identity, **dataset, "variant_spec": variant_spec, "config": config,
+            **(metrics or {}), **(env or {})}
+
+
+def collect_files(folder: Path) -> dict[str, bytes]:
+    """The artifacts training wrote in `folder`, as relative path -> bytes (to send them back)."""
+    out = {}
+    for name in ARTIFACTS:
+        p = Path(folder) / name
+        if p.is_file():
+            out[name] = p.read_bytes()
+        elif p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file():
+                    out[f.relative_to(folder).as_posix()] = f.read_bytes()
+    return out
+
+
+def write_checkpoint(folder: Path, data: bytes) -> None:
+    """Replace the checkpoint atomically, keeping the one before as PREVIOUS_CHECKPOINT."""
+    folder = Path(folder)
+    if (folder / CHECKPOINT).exists():
+        os.replace(folder / CHECKPOINT, folder / PREVIOUS_CHECKPOINT)
+    write_atomic(folder / CHECKPOINT, data)
+
+
+def read_checkpoint(folder: Path) -> tuple[bytes | None, str | None]:
+    """(bytes, note): the newest checkpoint that can be read. An unreadable one is kept aside,
+    renamed, never deleted, and the note says which file it was and what the run resumes from."""
+    from .train.checkpoint import readable
+
+    folder = Path(folder)
+    notes = []
+    for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
+        path = folder / name
+        if not path.exists():
+            continue
+        data = path.read_bytes()
+        problem = readable(data)
+        if problem is None:
+            if notes:
+                notes.append(f"resuming from the previous checkpoint ({name})")
+            return data, "; ".join(notes) or None
+        aside = path.with_name(f"{name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(path, aside)
+        notes.append(f"{path} is unreadable ({problem}); kept as {aside.name}")
+    if notes:
+        notes.append("no readable checkpoint is left, so the run starts again from step 0")
+    return None, "; ".join(notes) or None
+
+
+def save_model(folder: Path, model) -> None:
+    """model.keras, written to a temporary name and renamed, like every other file."""
+    path = Path(folder) / MODEL
+    tmp = path.with_name(f".{os.getpid()}.tmp.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise RunFailure(f"could not write {path}: {e.strerror or e}; free some disk space and run again") from None
+
+
+def tensorboard_dir(folder: Path) -> Path:
+    return Path(folder) / TENSORBOARD
+
+
 class Lock:
     """An exclusive flock on <run>/.lock, held while a process trains there.
 
@@ -64,7 +209,7 @@ class Lock:
     """
 
     def __init__(self, run: Path):
-        self.path = run / ".lock"
+        self.path = run / LOCK
         self.fd: int | None = None
 
     def acquire(self) -> bool:
@@ -118,7 +263,21 @@ def write_atomic(path: Path, data: bytes | str) -> None:
 
 
 def write_json(path: Path, obj: dict) -> None:
-    write_atomic(path, json.dumps(obj, indent=1, allow_nan=True, default=_jsonable))
+    """Strict JSON: NaN and infinities become null, so every parser reads it."""
+    write_atomic(path, json.dumps(strict(obj), indent=1, allow_nan=False, default=_jsonable))
+
+
+def strict(obj):
+    """`obj` with every non-finite float replaced by None (JSON has no NaN)."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    return obj
 
 
 def _jsonable(o):
@@ -135,7 +294,7 @@ def _jsonable(o):
 
 def read_record(run: Path) -> dict:
     """The run's metrics.json; a broken or unreadable one gives status 'broken' and a reason."""
-    path = run / "metrics.json"
+    path = run / METRICS
     base = {"run_id": run.name, "run_dir": str(run)}
     try:
         rec = json.loads(path.read_text())
@@ -165,14 +324,14 @@ def scan(results: str | Path) -> Iterator[dict]:
     if not root.is_dir():
         return
     for run in sorted(root.iterdir()):
-        if run.is_dir() and ((run / "metrics.json").exists() or (run / "config.yaml").exists()):
+        if run.is_dir() and ((run / METRICS).exists() or (run / CONFIG).exists()):
             yield read_record(run)
 
 
 def find_run(ref: str, results: str | Path) -> Path:
     """A run given by path, by id, or by a unique id prefix under `results`."""
     p = Path(ref)
-    if (p / "metrics.json").exists() or (p / "config.yaml").exists():
+    if (p / METRICS).exists() or (p / CONFIG).exists():
         return p
     root = Path(results)
     if (root / ref).is_dir():
@@ -185,26 +344,35 @@ def find_run(ref: str, results: str | Path) -> Path:
     raise UsageError(f"run {ref!r} not found as a path or a run id in {str(root)!r}; pass --results or a run folder")
 
 
-def environment(argv: list[str] | None = None) -> dict:
-    """Where a run happened: versions, CPU/GPU, git state, command line (flat keys)."""
+def machine() -> dict:
+    """The machine and process that run this: host, pid, versions, CPU (flat keys)."""
     import importlib.metadata as md
 
     env = {
+        "hostname": platform.node(),
+        "pid": os.getpid(),
         "bnexp_version": __version__,
         "python_version": platform.python_version(),
         "platform": platform.platform(),
         "cpu": _cpu(),
         "cpu_count": os.cpu_count(),
-        "command": " ".join(_command(argv if argv is not None else sys.argv)),
-        "cwd": os.getcwd(),
     }
     for pkg in ("tensorflow", "keras", "numpy", "scipy"):
         try:
             env[f"{pkg}_version"] = md.version(pkg)
         except md.PackageNotFoundError:
             env[f"{pkg}_version"] = None
-    env.update(_git())
     return env
+
+
+def provenance(argv: list[str] | None = None) -> dict:
+    """What the driver was asked: command line, working folder, git state."""
+    return {"command": " ".join(_command(argv if argv is not None else sys.argv)), "cwd": os.getcwd(), **_git()}
+
+
+def environment(argv: list[str] | None = None) -> dict:
+    """Where a command ran: machine() and provenance()."""
+    return {**machine(), **provenance(argv)}
 
 
 def _command(argv: list[str]) -> list[str]:
@@ -216,11 +384,18 @@ def _command(argv: list[str]) -> list[str]:
 
 
 def gpu_info() -> str:
-    """GPUs TensorFlow sees (call only where TensorFlow is already imported)."""
+    """GPUs TensorFlow sees; "none" without loading TensorFlow where it is not loaded yet."""
+    if "tensorflow" not in sys.modules:
+        return "none (TensorFlow not loaded)"
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     return ", ".join(g.name for g in gpus) or "none"
+
+
+def trainer_environment() -> dict:
+    """The environment of the process that trains a run (a worker, on its own machine)."""
+    return {**machine(), "gpu": gpu_info()}
 
 
 def _cpu() -> str:
