@@ -239,6 +239,9 @@ def execute(specs: list[RunSpec], source, *, executor=None, reuse: bool = True, 
     if todo:
         # decode and check before claiming a folder: bad data or a bad net must leave nothing behind
         dataset = dataset or data_mod.load(source, cache_dir=runs.data_cache(results))
+        from .train import tf
+
+        tf()  # quietly, before the memory check's Keras pulls it in
         _check_runs([specs[i] for i in todo], dataset)
         executor = executor or build(specs[0].config)
         provenance = runs.provenance()

@@ -21,6 +21,9 @@ def build(kit: Kit, cfg, variant, input_shape, num_classes):
     slot = norms.slot(kit, cfg, variant) if variant.has_norm_slot else None
     inputs = kit.layers.Input(shape=input_shape, name="images")
     x = kit.layers.Flatten(name="flatten")(inputs)
+    features = 1
+    for d in input_shape:
+        features *= int(d)  # what a norm before the first Dense (bn-preact) normalizes
     built = Built(inputs, None)
     counts: dict[str, int] = {}
     for j, tok in enumerate(tokens):
@@ -31,8 +34,9 @@ def build(kit: Kit, cfg, variant, input_shape, num_classes):
         if tok == "dense":
             use_bias = cfg.use_bias and not (nxt == "bn" and cfg.bn_drop_bias)
             x = kit.layers.Dense(cfg.width, use_bias=use_bias, kernel_initializer=initializer(kit, cfg), name=name)(x)
+            features = cfg.width
         elif tok == "bn":
-            x = slot(name, cfg.width)(x)
+            x = slot(name, features)(x)
             if slot.moving_stats:
                 built.stat_layers.append(name)
         elif tok == "act":
