@@ -45,6 +45,7 @@ RayAddress_ = Annotated[Optional[str], typer.Option("--ray-address", help="ray: 
                                                     "default: start a local cluster]")]
 RayCpus_ = Annotated[Optional[float], typer.Option("--ray-cpus-per-run", help="ray: CPUs per run [default: 1]")]
 Json_ = Annotated[bool, typer.Option("--json", help="print JSON only on stdout")]
+Wide_ = Annotated[bool, typer.Option("--wide", help="show every column of the table, whatever the terminal width")]
 Debug_ = Annotated[bool, typer.Option("--debug", help="show tracebacks")]
 
 
@@ -340,7 +341,7 @@ def _compare_like(exp, specs, source, *, baseline, force, retry_failed, json_, f
     elif fmt == "csv":
         out.file.write(cmp.csv)
     else:
-        out.print(report.compare_table(cmp.rows, base, title))
+        out.print(report.compare_table(cmp.rows, base, title, wide=wide))
         o, summary = cmp.outcome, cmp.summary
         err.print(f"trained {o.trained}, reused {o.reused}, resumed {o.resumed}, failed {o.failed} "
                   f"in {summary['wall_time_s']:.1f}s")
@@ -363,7 +364,7 @@ def compare(variants: Annotated[Optional[list[str]], typer.Argument(help="varian
             retry_failed: Annotated[bool, typer.Option("--retry-failed", help="train again the runs that failed before")] = False,
             json_: Json_ = False,
             format_: Annotated[Optional[str], typer.Option("--format", help="md | csv: print that instead of the table")] = None,
-            debug: Debug_ = False):
+            wide: Wide_ = False, debug: Debug_ = False):
     """Train (or reuse) each variant over the seeds and compare them in one table."""
 
     flags = dict(dataset=dataset, epochs=epochs, lr=lr, batch_size=batch_size, data_dir=data_dir,
@@ -375,7 +376,7 @@ def compare(variants: Annotated[Optional[list[str]], typer.Argument(help="varian
     exp, source, specs = _planned(exp)
     title = f"{source.name}: {', '.join(dict.fromkeys(s.variant.name for s in specs))} × {len(exp.seeds)} seed(s)"
     _compare_like(exp, specs, source, baseline=baseline, force=force, retry_failed=retry_failed,
-                  json_=json_, fmt=format_, title=title)
+                  json_=json_, fmt=format_, title=title, wide=wide)
 
 
 @app.command()
@@ -389,7 +390,7 @@ def sweep(file: Annotated[Path, typer.Argument(help="sweep YAML with variants, s
           retry_failed: Annotated[bool, typer.Option("--retry-failed")] = False,
           json_: Json_ = False,
           format_: Annotated[Optional[str], typer.Option("--format", help="md | csv")] = None,
-          debug: Debug_ = False):
+          wide: Wide_ = False, debug: Debug_ = False):
     """Run a grid of variants x config values x seeds; one compare row per grid point."""
     from rich.table import Table
 
@@ -412,7 +413,7 @@ def sweep(file: Annotated[Path, typer.Argument(help="sweep YAML with variants, s
         out.print(t, markup=False)
         return
     _compare_like(exp, specs, source, baseline=None, force=force, retry_failed=retry_failed, json_=json_,
-                  fmt=format_, title=f"sweep {file} on {source.name}", sweep_keys=tuple(exp.grid))
+                  fmt=format_, title=f"sweep {file} on {source.name}", sweep_keys=tuple(exp.grid), wide=wide)
 
 
 def _readable_runs(refs: list[str], root: str) -> list[dict]:
@@ -432,7 +433,7 @@ def plot(run_refs: Annotated[list[str], typer.Argument(metavar="RUN...", help="r
          out_path: Annotated[Optional[Path], typer.Option("--out", help="PNG path [default: results/plot-<time>.png]")] = None,
          results: Results_ = None, debug: Debug_ = False):
     """Plot learning curves (and activation traces, where recorded) of any set of runs."""
-    from . import plots
+    from .report import plots
 
     root = results or "results"
     records = _readable_runs(run_refs, root)

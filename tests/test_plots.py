@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 
-from bnexp import plots  # noqa: E402
+from bnexp.report import plots  # noqa: E402
 from bnexp.errors import UsageError  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -62,7 +62,8 @@ def bands(ax):
 
 
 def test_import_is_light():
-    code = "import sys, bnexp.plots, bnexp.stats; bad = {'matplotlib', 'tensorflow', 'keras'} & set(sys.modules); assert not bad, bad"
+    code = ("import sys, bnexp.report, bnexp.report.plots, bnexp.report.stats; "
+            "bad = {'matplotlib', 'tensorflow', 'keras'} & set(sys.modules); assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

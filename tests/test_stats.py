@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from bnexp.stats import compare_table, paired, steps_to_target, summarize
+from bnexp.report.stats import compare_table, divergence, format_p, paired, reachable, steps_to_target, summarize
 
 PLAIN = (int, float, str, type(None), list)
 
@@ -96,22 +96,22 @@ def test_paired_loss_lower_is_better():
 def test_paired_noise_is_not_significant():
     r = paired([0.9, 0.9, 0.9, 0.9], [1.0, 0.8, 0.95, 0.86])
     assert r["p_ttest"] == pytest.approx(st.ttest_rel([1.0, 0.8, 0.95, 0.86], [0.9] * 4).pvalue)
-    assert r["p_ttest"] > 0.05 and r["verdict"] == "no significant difference at n=4"
+    assert r["p_ttest"] > 0.05 and r["verdict"] == "not significant at n=4"
 
 
 def test_paired_n1_and_n0():
     r = paired([0.8], [0.9])
-    assert r["verdict"] == "no significant difference at n=1"
+    assert r["verdict"] == "not significant at n=1"
     assert r["mean_diff"] == pytest.approx(0.1)
     assert all(math.isnan(r[k]) for k in ("p_ttest", "p_wilcoxon", "p_bootstrap", "ci_low", "ci_high"))
-    assert paired([], [])["verdict"] == "no significant difference at n=0"
+    assert paired([], [])["verdict"] == "not significant at n=0"
     assert_plain(r)
 
 
 def test_paired_all_equal():
     r = paired([0.8, 0.85, 0.9], [0.8, 0.85, 0.9])
     assert r["p_ttest"] == r["p_wilcoxon"] == r["p_bootstrap"] == 1.0
-    assert r["mean_diff"] == 0.0 and r["verdict"] == "no significant difference at n=3"
+    assert r["mean_diff"] == 0.0 and r["verdict"] == "not significant at n=3"
 
 
 def test_paired_length_mismatch():
@@ -154,7 +154,16 @@ def test_compare_table_pairs_shared_seeds_and_counts_divergence():
     assert cand["test_accuracy_diff"] == pytest.approx(np.mean(np.subtract(b, a)))
     assert cand["test_accuracy_p_ttest"] == pytest.approx(st.ttest_rel(b, a).pvalue)
     assert cand["test_accuracy_p_wilcoxon"] == pytest.approx(st.wilcoxon(np.subtract(b, a)).pvalue)
-    assert cand["test_accuracy_verdict"] == "no significant difference at n=2"
+    assert cand["test_accuracy_verdict"] == "not significant at n=2"
+    # the diverged seed 2 is an outcome of bn-pre: compared with plain over the 3 seeds both ran
+    assert cand["outcome_seeds"] == [0, 1, 2] and (cand["diverged_shared"], cand["baseline_diverged_shared"]) == (1, 0)
+    assert cand["divergence_p_fisher"] == pytest.approx(st.fisher_exact([[1, 2], [0, 3]]).pvalue) == 1.0
+    p = st.ttest_rel(b, a).pvalue
+    assert cand["verdict"] == "not significant"
+    assert cand["verdict_text"] == (f"not significant at n=3: plain diverged in 0/3 runs, bn-pre in 1/3 (Fisher p = 1); "
+                                    f"+{100 * np.mean(np.subtract(b, a)):.2f} pts accuracy over the 2 seeds both finished "
+                                    f"(p = {format_p(p)}); run more seeds")
+    assert base["verdict"] is None and base["verdict_text"] is None and base["divergence_verdict"] is None
     assert cand["test_accuracy_mean"] == pytest.approx(np.mean(b))
     assert cand["test_accuracy_best"] == max(b) and cand["test_accuracy_worst"] == min(b)
     # losses: best is the lowest
@@ -203,6 +212,10 @@ def test_compare_table_significant_verdicts_and_groups():
     assert rows[1]["test_accuracy_verdict"] == "better" and rows[1]["test_loss_verdict"] == "better"
     assert rows[3]["test_accuracy_verdict"] == "worse" and rows[3]["test_loss_verdict"] == "worse"
     assert rows[3]["n_failed"] == 2 and rows[3]["n"] == 5 and rows[3]["divergence_rate"] == 0.0
+    assert rows[3]["failed_seeds"] == [5, 6] and rows[3]["outcome_seeds"] == [0, 1, 2, 3, 4]  # failures are no outcome
+    # 5 seeds, no divergence: the t-test decides, and the seeds both finished are all of them
+    assert (rows[1]["verdict"], rows[1]["verdict_text"]) == ("better", "better")
+    assert (rows[3]["verdict"], rows[3]["verdict_text"]) == ("worse", "worse")
 
 
 def test_compare_table_latest_duplicate_seed_and_nan_metric():
@@ -218,8 +231,92 @@ def test_compare_table_latest_duplicate_seed_and_nan_metric():
 
 def test_compare_table_missing_baseline():
     row = compare_table([rec("bn-pre", 0, 0.9, 0.3)], baseline="plain")[0]
-    assert row["paired_seeds"] == [] and row["test_accuracy_verdict"] == "no significant difference at n=0"
+    assert row["paired_seeds"] == [] and row["test_accuracy_verdict"] == "not significant at n=0"
     assert math.isnan(row["test_accuracy_diff"])
+    assert row["verdict"] == "not compared"
+    assert row["verdict_text"] == "not compared: baseline plain has no finished or diverged run"
+    failed_base = [rec("plain", 0, 0.1, 9.0, status="failed"), rec("bn-pre", 0, 0.9, 0.3)]
+    assert compare_table(failed_base, baseline="plain")[1]["verdict"] == "not compared"
+
+
+# ---------------------------------------------------------------- divergence
+
+
+def diverging(variant, seeds, status):
+    return [rec(variant, s, 0.1, float("nan"), status=status) if status == "diverged"
+            else rec(variant, s, 0.90 + 0.01 * s, 0.3) for s in seeds]
+
+
+def test_divergence_known_p_values():
+    assert divergence(2, 0, 2)["p_fisher"] == pytest.approx(1 / 3)  # 2 of the C(4, 2) = 6 tables are as extreme
+    assert divergence(5, 0, 5)["p_fisher"] == pytest.approx(2 / 252)  # C(10, 5) = 252
+    assert divergence(5, 0, 5)["verdict"] == "better" and divergence(0, 5, 5)["verdict"] == "worse"
+    assert divergence(2, 0, 2)["verdict"] == "not significant at n=2"
+    assert divergence(0, 0, 3)["p_fisher"] == 1.0
+    assert math.isnan(divergence(0, 0, 0)["p_fisher"])
+    assert_plain(divergence(1, 0, 2))
+
+
+def test_reachable_and_format_p():
+    assert [reachable("fisher", n) for n in (0, 1, 2, 3, 4)] == [False, False, False, False, True]
+    assert [reachable("signflip", n) for n in (1, 5, 6)] == [False, False, True]  # 2/2**5 = 0.0625
+    assert [format_p(p) for p in (1 / 3, 0.0213, 0.0496, 0.05, 1.0, 2e-5, float("nan"))] == [
+        "0.33", "0.021", "0.0496", "0.05", "1", "<0.001", "—"]
+
+
+def test_diverged_baseline_is_compared_by_divergence():
+    """Baseline diverged 2/2, candidate 0/2: the verdict names both counts and Fisher's p,
+    and says that two seeds can settle nothing."""
+    rows = compare_table(diverging("plain", (0, 1), "diverged") + diverging("bn-pre", (0, 1), "finished"), "plain")
+    base, cand = rows
+    assert base["n"] == 0 and base["n_diverged"] == 2 and base["divergence_rate"] == 1.0
+    assert cand["paired_seeds"] == [] and cand["outcome_seeds"] == [0, 1]
+    assert cand["divergence_p_fisher"] == pytest.approx(st.fisher_exact([[0, 2], [2, 0]]).pvalue)
+    assert cand["verdict"] == "not significant"
+    assert cand["verdict_text"] == ("not significant at n=2: plain diverged in 2/2 runs, bn-pre in 0/2 "
+                                    "(Fisher p = 0.33); no seed finished in both; run more seeds")
+
+
+def test_divergence_decides_with_enough_seeds():
+    five = range(5)
+    rows = compare_table(diverging("plain", five, "diverged") + diverging("bn-pre", five, "finished"), "plain")
+    assert rows[1]["verdict"] == "better"
+    assert rows[1]["verdict_text"] == ("better: plain diverged in 5/5 runs, bn-pre in 0/5 (Fisher p = 0.0079); "
+                                       "no seed finished in both")
+    rows = compare_table(diverging("plain", five, "finished") + diverging("bn-pre", five, "diverged"), "plain")
+    assert rows[1]["verdict"] == "worse" and rows[1]["verdict_text"].startswith("worse: plain diverged in 0/5 runs, bn-pre in 5/5")
+
+
+def test_divergence_counts_only_seeds_both_ran():
+    # bn-pre diverged on seeds 2 and 3, which plain never ran: no evidence against it
+    recs = diverging("plain", (0, 1), "finished") + diverging("bn-pre", (0, 1), "finished")
+    recs += diverging("bn-pre", (2, 3), "diverged")
+    cand = compare_table(recs, "plain")[1]
+    assert cand["n_diverged"] == 2 and cand["outcome_seeds"] == [0, 1] and cand["diverged_shared"] == 0
+    assert cand["verdict_text"].startswith("not significant at n=2: ") and "diverged" not in cand["verdict_text"]
+
+
+def test_mixed_when_the_two_tests_disagree():
+    # bn-pre never diverges where plain diverged on 5 of 10 seeds, but is worse on every seed both finished
+    recs = [rec("plain", s, 0.90 + 0.001 * s, 0.3, status="diverged" if s >= 5 else "finished") for s in range(10)]
+    recs += [rec("bn-pre", s, 0.80 + 0.0012 * s, 0.3) for s in range(10)]
+    cand = compare_table(recs, "plain")[1]
+    assert cand["divergence_p_fisher"] == pytest.approx(st.fisher_exact([[0, 10], [5, 5]]).pvalue)
+    assert cand["divergence_p_fisher"] < 0.05
+    assert cand["divergence_verdict"] == "better" and cand["test_accuracy_verdict"] == "worse"
+    assert cand["verdict"] == "mixed"
+    assert cand["verdict_text"].startswith("mixed: plain diverged in 5/10 runs, bn-pre in 0/10 (Fisher p = 0.033); -")
+    assert cand["verdict_text"].endswith("pts accuracy over the 5 seeds both finished (p < 0.001)")
+
+
+def test_latest_outcome_of_a_seed_counts_and_a_failure_is_no_outcome():
+    recs = diverging("plain", (0, 1), "finished")
+    recs.append(rec("bn-pre", 0, 0.1, 9.0, status="diverged", run_id="20261126-100000-bn-pre-s0"))
+    recs.append(rec("bn-pre", 0, 0.91, 0.3, run_id="20261126-120000-bn-pre-s0"))  # trained again: finished
+    recs.append(rec("bn-pre", 1, 0.1, 9.0, status="failed"))
+    cand = compare_table(recs, "plain")[1]
+    assert (cand["n"], cand["n_diverged"], cand["n_failed"], cand["failed_seeds"]) == (1, 0, 1, [1])
+    assert cand["outcome_seeds"] == [0] and cand["paired_seeds"] == [0]
 
 
 # ---------------------------------------------------------------- steps_to_target

@@ -213,7 +213,7 @@ def sweep(rows_or_records: list[dict], key: str, path: str, metric: str = "test_
     """``metric`` vs the swept config value ``key``, one line per variant.
 
     Accepts run records (x is ``record["config"][key]``; only finished runs feed the mean
-    and the min..max band, diverged ones the divergence rate) or `bnexp.stats.compare_table`
+    and the min..max band, diverged ones the divergence rate) or `bnexp.report.stats.compare_table`
     rows (x is ``row[key]`` or parsed from a ``"key=value"`` group; band = best..worst).
     Cells with divergence get an ``x`` marker annotated with the divergence rate (at the
     bottom of the axis when no run of the cell finished). The x-axis is logarithmic when
