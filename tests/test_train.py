@@ -9,7 +9,8 @@ import pytest
 from bnexp import data
 from bnexp.config import Experiment, load
 from bnexp.evaluate import score_saved
-from bnexp.plan import LocalExecutor, execute, plan, resolve_source
+from bnexp.executors.local import LocalExecutor
+from bnexp.plan import execute, plan, resolve_source
 from bnexp.train import Engine
 
 TINY = ["steps=40", "width=32", "eval_every=10"]
@@ -21,14 +22,20 @@ def _exp(tmp_path, variants, seeds=(0,), sets=(), **flags) -> Experiment:
     return exp
 
 
-def _run(exp, **kw):
+def _run(exp, workers: int = 1, **kw):
     source = resolve_source(exp)
+    kw.setdefault("executor", LocalExecutor(workers))
     return execute(plan(exp), source, **kw)
+
+
+def floats(x):
+    """Images as the models take them: uint8 pixels become float32 k/255, as in training."""
+    return x.astype(np.float32) / np.float32(255.0) if x.dtype == np.uint8 else x
 
 
 @pytest.fixture(scope="module")
 def sample():
-    return data.load_dataset("mnist-sample")
+    return data.load(data.resolve("mnist-sample"))
 
 
 def test_smoke_run_writes_everything_and_reports_what_the_model_scores(tmp_path, sample):
@@ -47,9 +54,9 @@ def test_smoke_run_writes_everything_and_reports_what_the_model_scores(tmp_path,
     assert [h["step"] for h in saved["history"]] == [10, 20, 30, 40]
     assert saved["history"][-1]["eval_samples"] == 1000  # the final point scores the whole test set
     # honest numbers: plain Keras scores the saved model exactly as recorded
-    loss, acc = score_saved(run / "model.keras", sample.x_test, sample.y_test, sample.image_shape)
+    loss, acc = score_saved(run / "model.keras", sample.x_test, sample.y_test)
     assert abs(acc - rec["test_accuracy"]) < 1e-4 and abs(loss - rec["test_loss"]) < 1e-4
-    loss, acc = score_saved(run / "model.keras", sample.x_train, sample.y_train, sample.image_shape)
+    loss, acc = score_saved(run / "model.keras", sample.x_train, sample.y_train)
     assert abs(acc - rec["train_accuracy"]) < 1e-4
     assert rec["test_accuracy"] > 0.5  # 40 steps of Adam on real digits learn something
 
@@ -60,7 +67,7 @@ def test_same_seed_same_metrics_and_reused_program_equals_separate_run(tmp_path)
     alone = {}
     for variant in ("dropout", "bn-pre"):
         exp = _exp(tmp_path / "b", [variant], seeds=(1,))
-        alone[variant] = execute(plan(exp), resolve_source(exp), executor=LocalExecutor()).records[0]
+        alone[variant] = _run(exp).records[0]
     for rec in together.records:
         if rec["seed"] == 1:
             other = alone[rec["variant"]]
@@ -95,7 +102,7 @@ def test_runs_trained_at_once_equal_runs_trained_one_by_one(tmp_path):
 
 
 def test_same_seed_gives_every_variant_the_same_data_order():
-    from bnexp.train import _perm
+    from bnexp.train.loop import _perm
 
     a, b = _perm(3, 0, 4000, 31, 128), _perm(3, 0, 4000, 31, 128)
     assert (a == b).all() and not (a == _perm(3, 1, 4000, 31, 128)).all()
@@ -131,13 +138,13 @@ def test_a_run_that_fails_while_another_trains_is_recorded_and_the_batch_goes_on
     from bnexp import runs
 
     class LosesOneRun(LocalExecutor):
-        def run(self, spec, data, run_dir, record, poll=None):
-            if (spec.variant.name, spec.config.seed) == ("plain", 1):
+        def run(self, task, control):
+            if (task.spec.variant.name, task.spec.config.seed) == ("plain", 1):
                 raise RuntimeError("worker lost\nsecond line")
-            return super().run(spec, data, run_dir, record, poll)
+            return super().run(task, control)
 
     exp = _exp(tmp_path, ["plain", "bn-pre"], seeds=(0, 1))
-    out = _run(exp, executor=LosesOneRun(), workers=2)
+    out = _run(exp, executor=LosesOneRun(2))
     assert (out.trained, out.failed) == (3, 1)
     status = {(r["variant"], r["seed"]): r["status"] for r in out.records}
     assert status == {("plain", 0): "finished", ("plain", 1): "failed",
@@ -175,14 +182,8 @@ def test_a_key_a_variant_never_reads_does_not_train_it_again(tmp_path):
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 3
     again = _run(exp)
     assert (again.trained, again.reused) == (0, 4)
-    # a run made with the defaults keeps the key it had before keys ignored what a variant never reads
-    from bnexp import __version__
-    from bnexp.config import digest, result_dict
-
-    spec = plan(_exp(tmp_path, ["plain"]))[0]
+    # a key the variant reads still tells runs apart (old runs' keys: tests/test_keys.py)
     sha = resolve_source(exp).sha256
-    assert spec.key(sha) == digest([result_dict(spec.config), "plain", spec.variant.spec(), sha, __version__])
-    # a key the variant reads still tells runs apart
     momentum = plan(_exp(tmp_path, ["plain"], sets=["optimizer=momentum", "momentum=0.5"]))[0]
     assert momentum.key(sha) != plan(_exp(tmp_path, ["plain"], sets=["optimizer=momentum"]))[0].key(sha)
 
@@ -210,7 +211,7 @@ def test_traces_change_nothing_and_match_the_saved_model(tmp_path, sample):
     assert tr["steps"] == [10, 20, 30, 40] and tr["layers"] == ["act_0", "act_1"]
     # recompute the last eval point's percentiles from the saved model and the probe batch
     probe = keras.Model(m1.inputs, [m1.get_layer(n).input for n in tr["layers"]])
-    x = sample.x_test[: 1000].reshape((-1, *sample.image_shape))
+    x = floats(sample.x_test[: 1000])
     outs = probe(x, training=False)
     for layer, out in enumerate(outs):
         expected = np.percentile(np.asarray(out)[:, : len(tr["units"])], [15, 50, 85], axis=0).T
@@ -230,15 +231,14 @@ def test_bn_recalibrate_sets_the_exact_statistics_and_reports_what_the_saved_mod
     assert rec["test_accuracy_moving_avg"] == plain["test_accuracy"] and rec["bn_recalibrated_on"] == n
     assert rec["test_accuracy"] != plain["test_accuracy"] or rec["test_loss"] != plain["test_loss"]
     model = keras.models.load_model(tmp_path / "r" / rec["run_id"] / "model.keras")
-    x = sample.x_train[:n].reshape((-1, *sample.image_shape))
+    x = floats(sample.x_train[:n])
     bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
     assert len(bns) == 2
     for bn in bns:  # bn-post: BN follows ReLU, so its input is non-negative
         h = np.asarray(keras.Model(model.inputs, bn.input)(x, training=False), dtype=np.float64)
         np.testing.assert_allclose(bn.moving_mean.numpy(), h.mean(0), rtol=1e-4, atol=1e-5, err_msg=bn.name)
         np.testing.assert_allclose(bn.moving_variance.numpy(), h.var(0), rtol=1e-4, atol=1e-5, err_msg=bn.name)
-    loss, acc = score_saved(tmp_path / "r" / rec["run_id"] / "model.keras", sample.x_test, sample.y_test,
-                            sample.image_shape)
+    loss, acc = score_saved(tmp_path / "r" / rec["run_id"] / "model.keras", sample.x_test, sample.y_test)
     assert abs(acc - rec["test_accuracy"]) < 1e-4 and abs(loss - rec["test_loss"]) < 1e-4
     # a net without BN is left alone and records no moving-average score
     no_bn = _run(_exp(tmp_path / "n", ["plain"], sets=[f"bn_recalibrate={n}"])).records[0]
@@ -255,14 +255,16 @@ def test_eager_and_graph_execution_train_too(tmp_path):
 
 
 def test_engine_keeps_one_dataset_resident(sample):
-    eng = Engine()
-    exp = load(None, {"dataset": "mnist-sample"}, TINY)
-    from bnexp.variants import VARIANTS
+    from bnexp.models import VARIANTS
+    from bnexp.train import settings
 
-    with eng.program(VARIANTS["plain"], exp.config, sample) as first:
-        with eng.program(VARIANTS["plain"], exp.config, sample) as second:
+    eng = Engine()
+    cfg = load(None, {"dataset": "mnist-sample"}, TINY).config
+    s = settings(cfg, len(sample.x_train), moving_stats=False)
+    with eng.program(VARIANTS["plain"], cfg, s, sample, "k") as first:
+        with eng.program(VARIANTS["plain"], cfg, s, sample, "k") as second:
             assert second is not first  # the first is busy: a second is built
-    with eng.program(VARIANTS["plain"], exp.config, sample) as again:
+    with eng.program(VARIANTS["plain"], cfg, s, sample, "k") as again:
         assert again is first  # a free one is lent again, not rebuilt
     assert len(eng.tensors) == 1 and [len(v) for v in eng.programs.values()] == [2]
 
