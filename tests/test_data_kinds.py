@@ -198,6 +198,17 @@ def test_folder_reads_jpeg_bmp_gif_and_skips_other_files(tmp_path):
     assert src.n_train + src.n_test == 10 and src.input_shape == (6, 6, 3)
 
 
+def test_folder_16_bit_gray_is_scaled_not_clipped(tmp_path):
+    for c, v in (("lo", 257), ("hi", 65535)):
+        (tmp_path / "s" / c).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((2, 3), v - i, np.uint16)).save(tmp_path / "s" / c / f"{i}.png")
+    src = data.resolve("folder:s", options={"test_fraction": 0.5})
+    assert src.option("color_mode") == "grayscale"
+    ds = data.load(src)
+    assert sorted(set(np.concatenate([ds.x_train.ravel(), ds.x_test.ravel()]).tolist())) == [1, 255]
+
+
 def test_folder_hash_rule(tmp_path):
     png_folder(tmp_path / "a", n=4)
     before = data.resolve("folder:a")
@@ -573,7 +584,7 @@ def test_e2e_train_and_eval_each_kind(tmp_path, cli, kind):
         wine_like_csv(tmp_path / "w.csv")
         dataset, shape, classes = "csv:w.csv", [5], 3
     rec = _train(invoke, dataset)
-    assert rec["status"] == "done" and rec["dataset_kind"] == kind and rec["input_shape"] == shape
+    assert rec["status"] == "finished" and rec["dataset_kind"] == kind and rec["input_shape"] == shape
     assert rec["num_classes"] == classes
     res = invoke(["eval", rec["run_id"], "--results", "results", "--json"])
     assert res.exit_code == 0, f"{res.stderr}\n{res.exception!r}"
@@ -586,7 +597,7 @@ def test_e2e_folder_cnn_and_cache(tmp_path, cli):
     invoke, _ = cli
     png_folder(tmp_path / "p", n=8, mode="RGB")
     rec = _train(invoke, "folder:p", "--set", "model=cnn", "--set", "filters=4")
-    assert rec["status"] == "done" and rec["input_shape"] == [8, 10, 3]
+    assert rec["status"] == "finished" and rec["input_shape"] == [8, 10, 3]
     assert len(list((tmp_path / "results" / ".cache" / "data").glob("folder-*.npz"))) == 1
 
 

@@ -133,7 +133,8 @@ def changed(source: DataSource) -> RunFailure:
 
 def read_bytes(path) -> bytes:
     try:
-        return Path(path).read_bytes()
+        with open(path, "rb") as f:
+            return f.read()
     except OSError as e:
         raise RunFailure(f"cannot read {path}: {one_line(e.strerror or e)}; check its permissions") from None
 
