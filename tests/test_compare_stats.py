@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 import numpy as np
 import scipy.stats as st
 from typer.testing import CliRunner
@@ -10,12 +12,16 @@ from typer.testing import CliRunner
 from bnexp.cli import app
 
 
+def refuse(constant):
+    raise ValueError(f"not strict JSON: {constant}")
+
+
 def test_compare_json_equals_scipy_on_the_saved_records(tmp_path):
     args = ["compare", "plain", "bn-pre", "--dataset", "mnist-sample", "--seeds", "3", "--results", str(tmp_path),
             "--set", "steps=20", "--set", "width=16", "--set", "eval_every=10", "--json"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
-    doc = json.loads(res.stdout)
+    doc = json.loads(res.stdout, parse_constant=refuse)  # strict JSON: no NaN or Infinity
     saved = {}
     for run in doc["runs"]:
         rec = json.loads((Path(run["run_dir"]) / "metrics.json").read_text())
@@ -34,10 +40,16 @@ def test_compare_json_equals_scipy_on_the_saved_records(tmp_path):
     d = cand - base
     row = rows["bn-pre"]
     assert np.isclose(row["test_accuracy_diff"], d.mean())
-    assert np.isclose(row["test_accuracy_p_ttest"], st.ttest_rel(cand, base).pvalue, equal_nan=True)
+    p = st.ttest_rel(cand, base).pvalue
+    assert np.isclose(row["test_accuracy_p_ttest"], p)
     lo, hi = st.t.interval(0.95, 2, loc=d.mean(), scale=st.sem(d))
-    assert np.isclose(row["test_accuracy_diff_ci_low"], lo, equal_nan=True)
-    assert row["test_accuracy_verdict"] in ("better", "worse", "no significant difference at n=3")
+    assert np.isclose(row["test_accuracy_diff_ci_low"], lo)
+    # the verdict follows from these numbers: the t-test at 0.05, its sign, and 3 seeds being
+    # too few for the exact tests (no run diverged, so divergence says nothing)
+    want = ("better" if d.mean() > 0 else "worse") if p < 0.05 else "not significant"
+    assert row["verdict"] == want and row["outcome_seeds"] == row["paired_seeds"] == [0, 1, 2]
+    assert row["test_accuracy_verdict"] == (want if p < 0.05 else "not significant at n=3")
+    assert row["verdict_text"] == (want if p < 0.05 else "not significant at n=3: run more seeds")
     assert Path(doc["plots"]["curves"]).is_file()
 
     # the same compare again trains nothing and does not import TensorFlow
@@ -85,7 +97,8 @@ def test_bn_initial_share():
 
 
 def test_runs_trained_together_are_found_by_their_training_spans_and_noted_under_the_table():
-    from bnexp.report import _footnote, trained_together
+    from bnexp.report import trained_together
+    from bnexp.report.export import explanations
 
     def rec(run_id, start, end):
         return {"run_id": run_id, "train_start_unix": start, "train_end_unix": end}
@@ -98,7 +111,31 @@ def test_runs_trained_together_are_found_by_their_training_spans_and_noted_under
     assert trained_together([rec("a", 0.0, 1.0), rec("b", 1.0, 2.0)]) == set()
 
     rows = [{"n_trained_together": 2, "bn_initial_share": None}, {"n_trained_together": 1, "bn_initial_share": 0.5}]
-    foot = _footnote(rows).splitlines()
+    foot = explanations(rows)
     assert len(foot) == 2 and foot[0].startswith("BN averages N% initial")
     assert foot[1].startswith("wall s: runs that trained alongside another") and "--workers 1" in foot[1]
-    assert _footnote([{"n_trained_together": 0, "bn_initial_share": 0.01}]) == ""
+    assert explanations([{"n_trained_together": 0, "bn_initial_share": 0.01}]) == []
+
+
+def rec(variant, seed, acc, status="finished"):
+    return {"run_id": f"20261126-160102-{variant}-s{seed}", "status": status, "variant": variant, "seed": seed,
+            "group": "", "test_accuracy": acc if status == "finished" else 0.1,
+            "test_loss": 0.3 if status == "finished" else float("nan"), "train_loss": 0.2, "wall_time_s": 1.0,
+            "steps": 100, "history": [], "config": {}, "variant_spec": {"block": ["dense", "act"], "head": []}}
+
+
+@pytest.mark.parametrize("records, verdict, text", [
+    # every bn-pre seed 2 points above plain's, within 0.1: the t-test is sure at n=5
+    ([rec("plain", s, 0.90 + 0.01 * s) for s in range(5)] + [rec("bn-pre", s, 0.92 + 0.01 * s + 0.001 * (s % 2))
+                                                             for s in range(5)], "better", "better"),
+    # plain diverged in both runs, bn-pre in neither: Fisher's p = 1/3, and two seeds can settle nothing
+    ([rec("plain", s, 0, "diverged") for s in range(2)] + [rec("bn-pre", s, 0.9) for s in range(2)], "not significant",
+     "not significant at n=2: plain diverged in 2/2 runs, bn-pre in 0/2 (Fisher p = 0.33); no seed finished in both; "
+     "run more seeds"),
+])
+def test_compare_json_verdict_on_known_records(records, verdict, text):
+    from bnexp.report import compare_rows, to_json
+
+    doc = json.loads(to_json(compare_rows(records, "plain", 0.8), records), parse_constant=refuse)
+    row = {r["variant"]: r for r in doc["rows"]}["bn-pre"]
+    assert (row["verdict"], row["verdict_text"]) == (verdict, text)

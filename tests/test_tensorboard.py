@@ -14,7 +14,7 @@ HISTORY = [{"step": 10, "train_loss": 1.5, "train_accuracy": 0.5, "test_loss": 1
 HPARAMS = {"variant": "bn-pre", "seed": 1, "lr": 0.001, "use_bias": True, "steps": None, "norm": "batch",
            "variant_spec": {"block": ["dense", "bn", "act"], "head": []}, "data_dir": None}
 METRICS = {"status": "finished", "test_accuracy": 0.8312, "test_loss": float("nan"), "steps": 20,
-           "samples_per_s": None, "history": HISTORY, "traces": None}
+           "samples_per_s": None, "train_start_unix": 1.8e9, "history": HISTORY, "traces": None}
 
 
 def read(folder):

@@ -45,8 +45,9 @@ def hparam_values(hparams: dict) -> dict:
 
 def metric_values(metrics: dict) -> dict[str, float]:
     """The numeric final metrics (bools as 0/1), plus `diverged` (0/1) from the status.
-    Lists, dicts and strings (history, traces, status) are not metrics."""
-    out = {k: float(v) for k, v in metrics.items() if isinstance(v, (bool, int, float))}
+    Lists, dicts and strings (history, traces, status) are not metrics, nor are the Unix times
+    a run started and ended (train_start_unix): a column of dates says nothing of the result."""
+    out = {k: float(v) for k, v in metrics.items() if isinstance(v, (bool, int, float)) and not k.endswith("_unix")}
     if isinstance(metrics.get("status"), str):
         out["diverged"] = float(metrics["status"] == "diverged")
     return out
