@@ -94,7 +94,12 @@ def fault_hooks(step: int) -> None:
         n, _, name = at.partition(":")
         if step >= int(n):
             os.environ.pop("BNEXP_TEST_SIGNAL_AT")  # once
-            os.kill(os.getpid(), getattr(signal, "SIG" + name.upper().removeprefix("SIG")))
+            sig = getattr(signal, "SIG" + name.upper().removeprefix("SIG"))
+            if sig == signal.SIGKILL:
+                os.kill(os.getpid(), sig)
+            # to this thread, which holds it blocked: the poll right after this takes it, so the
+            # run stops at exactly this step (sent to the process, a TensorFlow thread may get it)
+            signal.pthread_kill(threading.get_ident(), sig)
     crash = os.environ.get("BNEXP_TEST_CRASH_ONCE")
     if crash and not os.path.exists(crash):
         open(crash, "w").close()
