@@ -280,17 +280,18 @@ def train(variant: Annotated[Optional[str], typer.Option("--variant", "-v", help
     outcome = _run(specs, source, reuse=False, quiet=json_)
     rec = outcome.records[0]
     if json_:
-        out.file.write(json.dumps(runs_strict(rec), allow_nan=False, default=str) + "\n")
+        _print_json(rec)
     else:
         _print_run(rec)
     if rec["status"] == "failed":
         raise typer.Exit(1)
 
 
-def runs_strict(obj):
+def _print_json(obj) -> None:
+    """Strict JSON on stdout: NaN and infinities are null, so any parser reads it."""
     from .runs import strict
 
-    return strict(obj)
+    out.file.write(json.dumps(strict(obj), allow_nan=False, default=str) + "\n")
 
 
 def _print_run(rec):
@@ -314,7 +315,7 @@ def eval_(run: Annotated[str, typer.Argument(help="run id, id prefix or folder")
 
     res = evaluate_run(run, dataset=dataset, data_dir=data_dir, results=results or "results")
     if json_:
-        out.file.write(json.dumps(res, default=str) + "\n")
+        _print_json(res)
         return
     t = Table(title=f"eval {res['run_id']}")
     for c in ("dataset", "n_test", "test loss", "test acc", "recorded test acc", "status"):
@@ -403,7 +404,7 @@ def sweep(file: Annotated[Path, typer.Argument(help="sweep YAML with variants, s
     if dry_run:
         rows = plan_dry_run(specs, source)
         if json_:
-            out.file.write(json.dumps({"runs": rows, "n": len(rows)}) + "\n")
+            _print_json({"runs": rows, "n": len(rows)})
             return
         t = Table(title=f"{file}: {len(specs)} runs ({', '.join(f'{k}: {len(v)} values' for k, v in exp.grid.items()) or 'no grid'})")
         for c in ("#", "group", "variant", "seed", "status"):
@@ -454,7 +455,7 @@ def show(run: Annotated[str, typer.Argument(help="run id or folder")], results: 
 
     rec = runs.read_record(runs.find_run(run, results or "results"))
     if json_:
-        out.file.write(json.dumps(rec, default=str) + "\n")
+        _print_json(rec)
         return
     out.print(report.record_table(rec), markup=False)  # paths like results/[exp1] verbatim
     if rec["status"] == "broken":
@@ -473,7 +474,7 @@ def diff(run_a: Annotated[str, typer.Argument()], run_b: Annotated[str, typer.Ar
     a, b = _readable_runs([run_a, run_b], results or "results")
     rows = report.diff(a, b)
     if json_:
-        out.file.write(json.dumps([{"key": k, "a": x, "b": y} for k, x, y in rows], default=str) + "\n")
+        _print_json([{"key": k, "a": x, "b": y} for k, x, y in rows])
         return
     t = Table(title=f"{a['run_id']} vs {b['run_id']}")
     for c in ("key", a["run_id"], b["run_id"]):

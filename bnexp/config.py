@@ -32,10 +32,18 @@ GRAPH, VALUE, DATA, IO = "graph", "value", "data", "io"
 ROLES = (GRAPH, VALUE, DATA, IO)
 
 
-def _f(default, role: str, since: int = 1):
-    """A config field with its role, and the schema it was added in."""
+def _f(default, role: str, since: int = 1, key=None):
+    """A config field with its role, the schema it was added in, and (`key`) what of its value
+    goes into the reuse key, when not the value itself."""
     assert role in ROLES
-    return field(default=default, metadata={"role": role, "since": since})
+    return field(default=default, metadata={"role": role, "since": since, "key": key})
+
+
+def _dataset_identity(name: str) -> str:
+    """A KIND:PATH dataset is identified by its kind and content hash (which the key holds
+    anyway), not its path: a renamed folder is the same dataset, a changed byte is not."""
+    kind, sep, _ = name.partition(":")
+    return f"{kind}:" if sep else name
 
 
 @dataclass
@@ -53,7 +61,7 @@ class Config:
     """
 
     # --- data
-    dataset: str = _f("mnist", DATA)  # registry name or KIND:PATH; the unnamed default falls back to mnist-sample offline
+    dataset: str = _f("mnist", DATA, key=_dataset_identity)  # registry name or KIND:PATH; the unnamed default falls back to mnist-sample offline
     data_dir: str | None = _f(None, IO)  # folder with .npz or IDX .gz files; else $BNEXP_DATA_DIR
     test_fraction: float = _f(0.2, DATA, 2)  # npz with only x, y and folders without train/test: held-out share (stratified)
     image_size: str | None = _f(None, DATA, 2)  # folder: resize images to HxW, e.g. 32x32; default: the files' size
@@ -185,11 +193,14 @@ def coerce(key: str, value: Any) -> Any:
         or (base is int and isinstance(value, int) and not isinstance(value, bool))
         or (base is float and isinstance(value, (int, float)) and not isinstance(value, bool))
         or (base is str and isinstance(value, str))
+        or (base is str and isinstance(value, int) and not isinstance(value, bool))  # image_size: 32
     )
     if not ok:
         raise UsageError(
             f"config key {key!r} must be {base.__name__}, got {type(value).__name__} {value!r}"
         )
+    if base is str and not isinstance(value, str):
+        return str(value)
     return float(value) if base is float else value
 
 
@@ -459,7 +470,7 @@ def key_dict(cfg: Config, read: set[str] | None, roles: tuple[str, ...] = (GRAPH
         value = getattr(cfg, f.name) if (read is None or f.name in read or r == DATA) else f.default
         if f.metadata["since"] > 1 and value == f.default:
             continue
-        out[f.name] = value
+        out[f.name] = f.metadata["key"](value) if f.metadata["key"] and value is not None else value
     return out
 
 

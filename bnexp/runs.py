@@ -267,17 +267,24 @@ def write_json(path: Path, obj: dict) -> None:
     write_atomic(path, json.dumps(strict(obj), indent=1, allow_nan=False, default=_jsonable))
 
 
-def strict(obj):
-    """`obj` with every non-finite float replaced by None (JSON has no NaN)."""
+def strict(value):
+    """`value` with every NaN and infinity replaced by None, through dicts, lists and tuples
+    (and NumPy scalars), so that it is valid JSON: a diverged run's loss is unknown, and JSON's
+    word for unknown is null."""
     import math
 
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: strict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [strict(v) for v in obj]
-    return obj
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # a NumPy scalar
+        try:
+            return strict(value.item())
+        except (TypeError, ValueError):
+            pass
+    return value
 
 
 def _jsonable(o):

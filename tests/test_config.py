@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bnexp.config import CONFIG_KEYS, Config, documented_keys, load, result_dict
+from bnexp.config import CONFIG_KEYS, Config, documented_keys, key_dict, load
 from bnexp.errors import UsageError
 
 EXPERIMENTS = sorted(Path("experiments").glob("*.yaml"))
@@ -70,8 +70,14 @@ def test_nan_lr_is_refused():
 
 
 def test_result_key_ignores_where_things_go():
-    a, b = result_dict(Config(results="a", data_dir="x")), result_dict(Config(results="b"))
-    assert a == b and result_dict(Config(seed=1)) != b
+    a, b = key_dict(Config(results="a", data_dir="x"), None), key_dict(Config(results="b"), None)
+    assert a == b and key_dict(Config(seed=1), None) != b
+
+
+def test_image_size_may_be_a_number_in_yaml(tmp_path):
+    f = tmp_path / "e.yaml"
+    f.write_text("image_size: 32\n")
+    assert load(f).config.image_size == "32"
 
 
 def test_every_key_is_documented():

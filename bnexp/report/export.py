@@ -9,26 +9,9 @@ import json
 import math
 from pathlib import Path
 
+from ..runs import strict  # one definition of strict JSON for every file bnexp writes
 from .rows import BN_INITIAL_SHARE_NOTE, _finite
 from .table import ORDER, Column, best_marks, columns
-
-
-def strict(value):
-    """`value` with every NaN and infinity replaced by None, through dicts, lists and tuples,
-    so that it is valid JSON (`json.dumps(..., allow_nan=False)`): a diverged run's loss is
-    unknown, and JSON's word for unknown is null."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # a NumPy scalar
-        try:
-            return strict(value.item())
-        except (TypeError, ValueError):
-            pass
-    return value
 
 
 def dumps(value, **kwargs) -> str:

@@ -59,6 +59,7 @@ def train(cfg, variant, data, workdir: Path, *, read: set[str], engine: Engine |
 
 
 def _train_with(prog, cfg, s, data, workdir, control, resume, started) -> dict:
+    variant = prog.variant
     t = tf()
     n_train, spe, total, every = int(data.x_train.shape[0]), s.steps_per_epoch, s.total_steps, s.eval_every
     Xe, Ye = prog.Xe, prog.Ye
@@ -165,6 +166,9 @@ def _train_with(prog, cfg, s, data, workdir, control, resume, started) -> dict:
     if s.batchstats_eval:
         bl, ba = prog.score(prog.Xt, prog.Yt, batchstats=True, batch_size=s.batch_size)
         metrics.update(test_loss_batchstats=bl, test_accuracy_batchstats=ba)
+    if prog.stat_layers and not diverged:
+        # test-time input variance over moving variance, per norm layer: the inference gap's signature
+        metrics.update(bn_variance_ratio=prog.variance_ratios(prog.Xt))
     with KERAS_LOCK:
         runs.save_model(workdir, prog.model)
     runs.write_checkpoint(workdir, checkpoint.pack(prog, st))
@@ -184,7 +188,10 @@ def _train_with(prog, cfg, s, data, workdir, control, resume, started) -> dict:
         **(diverged or {"diverged_step": None}),
         history=st.history, traces=st.traces,
     )
+    from ..config import IO, role
     from .tensorboard import write_run
 
-    write_run(runs.tensorboard_dir(workdir), st.history, hparams=cfg.to_dict(), metrics=metrics)
+    hparams = {"variant": variant.name, "variant_spec": variant.spec(),
+               **{k: v for k, v in cfg.to_dict().items() if role(k) != IO}}  # what the run computed, not where it went
+    write_run(runs.tensorboard_dir(workdir), st.history, hparams=hparams, metrics=metrics)
     return metrics

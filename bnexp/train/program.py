@@ -274,6 +274,18 @@ class Program:
             layer.moving_mean.assign(np.asarray(mean, np.float32))
             layer.moving_variance.assign(np.asarray(m2 / count, np.float32))
 
+    def variance_ratios(self, x) -> list[float]:
+        """Per moving-statistics norm, in graph order: the variance of its input over `x` in
+        inference mode over its moving variance, averaged over channels. 1 when the moving
+        statistics describe test time; Li et al. 2019: dropout before BN moves it away from 1."""
+        out = []
+        for stat_input, layer in zip(self.stat_inputs, self.stat_layers):
+            h = np.concatenate([np.asarray(stat_input(x[s:s + EVAL_BATCH]), dtype=np.float64)
+                                for s in range(0, int(x.shape[0]), EVAL_BATCH)])
+            var = h.reshape(-1, h.shape[-1]).var(axis=0)
+            out.append(float(np.mean(var / np.asarray(layer.moving_variance.numpy(), np.float64))))
+        return out
+
     def trace(self, probe_x, units: int) -> dict:
         """Percentiles (per unit, or per channel over N·H·W after a conv), mean and variance of each
         nonlinearity's input on the probe batch."""
