@@ -147,11 +147,13 @@ def _train_with(prog, cfg, s, data, workdir, control, resume, started) -> dict:
         since = max(st.step - st.last_point, 1)
         control.progress(st.step, total, recent["train_loss"] if recent else st.interval_loss / since,
                          recent["train_accuracy"] if recent else st.interval_correct / (since * s.batch_size))
-        if st.step % s.checkpoint_every == 0 and st.step < total:
+        saved = st.step % s.checkpoint_every == 0 and st.step < total
+        if saved:
             runs.write_checkpoint(workdir, checkpoint.pack(prog, st))
         fault_hooks(st.step)
         if control.should_stop():
-            runs.write_checkpoint(workdir, checkpoint.pack(prog, st))
+            if not saved:  # (saving this step twice would rotate the one before out)
+                runs.write_checkpoint(workdir, checkpoint.pack(prog, st))
             return {**metrics, "status": "interrupted", "step": st.step, "history": st.history}
 
     loop_end = time.time()
