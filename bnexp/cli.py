@@ -146,24 +146,49 @@ def _planned(exp, allow_missing_data: bool = False):
     return exp, source, specs
 
 
+class _Overall:
+    """The batch's line under the per-run bars: runs done, running and queued, and an ETA from
+    the runs finished so far (Rich's estimate over the completed count)."""
+
+    def __init__(self):
+        self.bars, self.task = None, None
+        self.done = self.running = self.queued = 0
+
+    def show(self) -> None:
+        if self.bars is not None and self.task is not None:
+            self.bars.update(self.task, completed=self.done,
+                             description=f"runs: {self.done} done, {self.running} running, {self.queued} queued")
+
+    def event(self, kind: str) -> None:
+        if kind == "training" or kind == "resuming":
+            self.queued, self.running = self.queued - 1, self.running + 1
+        elif kind == "unqueued":  # another process made it meanwhile
+            self.queued, self.done = self.queued - 1, self.done + 1
+        elif kind in ("finished", "diverged", "failed"):
+            self.running, self.done = self.running - 1, self.done + 1
+        self.show()
+
+
 @contextmanager
-def _progress_bars(quiet: bool):
-    """One Rich display for a batch; each run in flight gets a bar (runs may train at once)."""
+def _progress_bars(quiet: bool, overall: _Overall | None = None):
+    """One Rich display for a batch; each run in flight gets a bar (runs may train at once), and
+    the batch an overall line."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     if quiet:
         yield lambda spec: nullcontext()
         return
-    bars = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
-                    TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.3f}"), TimeRemainingColumn(),
-                    console=err, transient=True)
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
+                    TimeRemainingColumn(), console=err, transient=True)
+    if overall is not None:
+        overall.bars = bars
 
     @contextmanager
     def bar(spec):
-        task = bars.add_task(spec.label, total=None, loss=float("nan"), acc=float("nan"))
+        task = bars.add_task(spec.label, total=None, detail="")
 
         def on_progress(step, total, loss, acc):
-            bars.update(task, completed=step, total=total, loss=loss, acc=acc)
+            bars.update(task, completed=step, total=total, detail=f"step {step}/{total} loss {loss:.4f} acc {acc:.3f}")
 
         try:
             yield on_progress
@@ -174,11 +199,16 @@ def _progress_bars(quiet: bool):
         yield bar
 
 
-def _events(quiet: bool):
+def _events(quiet: bool, overall: _Overall | None = None):
     def say(msg: str) -> None:  # one line each, even where stderr is not a terminal
         err.print(msg, soft_wrap=True)
 
     def emit(kind, spec, rec):
+        if overall is not None and overall.bars is not None:
+            if kind == "planned" and rec["to_train"] > 1:
+                overall.queued = rec["to_train"]
+                overall.task = overall.bars.add_task("runs", total=rec["to_train"], detail="")
+            overall.event(kind)
         if kind == "broken":  # even with --json: stderr only
             say(f"[yellow]note:[/] skipping run folder {_line(rec['run_id'])}: {_line(rec['problem'])}")
             return
@@ -202,9 +232,10 @@ def _events(quiet: bool):
 def _run(specs, source, *, reuse=True, force=False, retry_failed=False, quiet=False):
     from .plan import execute
 
-    with _progress_bars(quiet) as bar:
-        return execute(specs, source, reuse=reuse, force=force, retry_failed=retry_failed, on_event=_events(quiet),
-                       progress=bar)
+    overall = _Overall()
+    with _progress_bars(quiet, overall) as bar:
+        return execute(specs, source, reuse=reuse, force=force, retry_failed=retry_failed,
+                       on_event=_events(quiet, overall), progress=bar)
 
 
 # ---------------------------------------------------------------- commands
@@ -332,9 +363,10 @@ def _compare_like(exp, specs, source, *, baseline, force, retry_failed, json_, f
 
     base = compare.check(exp, specs, baseline, fmt)
     quiet = json_ or fmt in ("md", "csv")
-    with _progress_bars(quiet) as bar:
+    overall = _Overall()
+    with _progress_bars(quiet, overall) as bar:
         cmp = compare.run_comparison(exp, specs, source, baseline=base, force=force, retry_failed=retry_failed,
-                                     on_event=_events(quiet), progress=bar, sweep_keys=sweep_keys)
+                                     on_event=_events(quiet, overall), progress=bar, sweep_keys=sweep_keys)
     if json_:
         out.file.write(cmp.json + "\n")
     elif fmt == "md":

@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -236,6 +237,7 @@ def execute(specs: list[RunSpec], source, *, executor=None, reuse: bool = True, 
     slots: list[dict | None] = [None] * len(specs)
     todo = [i for i, d in enumerate(decisions) if d.action in ("train", "resume")]
     stopped: list[tuple[int, Path]] = []
+    emit("planned", None, {"to_train": len(todo), "runs": len(specs)})
     if todo:
         # decode and check before claiming a folder: bad data or a bad net must leave nothing behind
         dataset = dataset or data_mod.load(source, cache_dir=runs.data_cache(results))
@@ -250,7 +252,31 @@ def execute(specs: list[RunSpec], source, *, executor=None, reuse: bool = True, 
         executor.start(source, dataset)
 
         def run_one(i: int, poll) -> None:
-            spec, d, key = specs[i], decisions[i], keys[i]
+            spec, key = specs[i], keys[i]
+            keylock = runs.KeyLock(results, key)
+            while not keylock.acquire():  # another process trains this key: wait, then use its run
+                if poll():
+                    return
+                time.sleep(0.2)
+            try:
+                _run_one(i, poll, spec, key)
+            finally:
+                keylock.release()
+
+        def _run_one(i: int, poll, spec: RunSpec, key: str) -> None:
+            d = decisions[i]
+            if reuse and not force:  # the schedule may be stale: another process may have run the key since
+                now = schedule([key], {key: runs.records_of(results, spec.variant.name, spec.config.seed, key)},
+                               retry_failed=retry_failed)[0]
+                if now.action in ("reuse", "failed-before"):
+                    slots[i] = dict(now.record, reused=True, group=spec.group)
+                    emit("unqueued", spec, slots[i])
+                    with counted:
+                        out.reused += now.action == "reuse"
+                        out.failed += now.action == "failed-before"
+                    emit("reused" if now.action == "reuse" else "failed-before", spec, slots[i])
+                    return
+                d = now if now.action == "resume" else d
             folder = runs.RunFolder.take(d.record["run_dir"]) if d.action == "resume" else None
             resume = None
             if folder is not None:

@@ -201,6 +201,44 @@ def tensorboard_dir(folder: Path) -> Path:
     return Path(folder) / TENSORBOARD
 
 
+class KeyLock:
+    """An exclusive flock on <results>/.keys/<run key>.lock, held while a process trains that key:
+    two processes sharing a results folder (parallel CI jobs) then train each key once."""
+
+    def __init__(self, results: Path, key: str):
+        folder = Path(results) / ".keys"
+        folder.mkdir(exist_ok=True)
+        self.path = folder / f"{key}.lock"
+        self.fd: int | None = None
+
+    def acquire(self, blocking: bool = False) -> bool:
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except OSError:
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def records_of(results: Path, variant: str, seed: int, key: str) -> list[dict]:
+    """The records under `results` with this run key (only folders named for its variant and seed
+    are read: a run id holds both)."""
+    out = []
+    for run in sorted(Path(results).glob(f"*-{variant}-s{seed}-*")):
+        if run.is_dir():
+            rec = read_record(run)
+            if rec.get("run_key") == key:
+                out.append(rec)
+    return out
+
+
 class Lock:
     """An exclusive flock on <run>/.lock, held while a process trains there.
 

@@ -190,3 +190,22 @@ sys.stderr.write("still here\\n")
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "True" and "still here" in res.stderr
+
+
+def test_two_compares_at_once_on_one_folder_train_each_run_key_once(tmp_path):
+    """Parallel CI jobs sharing a results folder: each run key is trained by one process, and the
+    other waits for it and reuses what it made."""
+    args = ["compare", "plain", "bn-pre", "--dataset", "mnist-sample", "--set", "steps=30", "--set", "width=16",
+            "--seeds", "2", "--results", str(tmp_path)]
+    procs = [bnexp(*args) for _ in range(2)]
+    errs = []
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        errs.append(err)
+    folders = [p for p in tmp_path.iterdir() if p.is_dir() and (p / "metrics.json").exists()]
+    recs = [json.loads((p / "metrics.json").read_text()) for p in folders]
+    assert len(recs) == 4 and len({r["run_key"] for r in recs}) == 4, [p.name for p in folders]
+    assert all(r["status"] == "finished" for r in recs)
+    trained = sorted(int(e.split("trained ")[1].split(",")[0]) for e in errs)
+    assert sum(trained) == 4, errs  # however the two processes shared the work

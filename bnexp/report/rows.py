@@ -68,10 +68,15 @@ def trained_together(records: list[dict]) -> set[str]:
 
 def bn_initial_share(rec: dict) -> float | None:
     """The share of BN's initial statistics still in the moving averages at the end of a run
-    (bn_momentum ** steps); None for a run without BN or whose statistics were recalibrated."""
+    (bn_momentum ** steps); None for a run without norms that keep moving statistics (group,
+    layer, instance norm: the run records `moving_stat_layers`; older runs: a BN token in the
+    variant), or whose statistics were recalibrated."""
     cfg, spec = rec.get("config") or {}, rec.get("variant_spec") or {}
-    layers = list(spec.get("block") or []) + list(spec.get("head") or [])
-    if "bn" not in layers or cfg.get("bn_recalibrate") or not _finite(cfg.get("bn_momentum")) or not rec.get("steps"):
+    if "moving_stat_layers" in rec:
+        has_stats = bool(rec["moving_stat_layers"])
+    else:
+        has_stats = "bn" in list(spec.get("block") or []) + list(spec.get("head") or [])
+    if not has_stats or cfg.get("bn_recalibrate") or not _finite(cfg.get("bn_momentum")) or not rec.get("steps"):
         return None
     return float(cfg["bn_momentum"]) ** int(rec["steps"])
 

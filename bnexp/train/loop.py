@@ -63,7 +63,8 @@ def _train_with(prog, cfg, s, data, workdir, control, resume, started) -> dict:
     t = tf()
     n_train, spe, total, every = int(data.x_train.shape[0]), s.steps_per_epoch, s.total_steps, s.eval_every
     Xe, Ye = prog.Xe, prog.Ye
-    metrics: dict = {"steps_total": total, "steps_per_epoch": spe, "eval_every": every}
+    metrics: dict = {"steps_total": total, "steps_per_epoch": spe, "eval_every": every,
+                     "moving_stat_layers": len(prog.stat_layers)}  # norms that keep moving statistics
 
     prog.reset(cfg, s)
     st = LoopState(history=[], traces=None)
