@@ -20,6 +20,7 @@ import platform
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -51,6 +52,13 @@ def ensure_results(path: str | Path) -> Path:
         raise UsageError(f"cannot create results folder {str(p)!r}: {e.strerror}; pass a writable folder with --results") from None
     if not os.access(p, os.W_OK | os.X_OK):
         raise UsageError(f"results folder {str(p)!r} is not writable; pass a writable folder with --results")
+    try:  # permission bits do not stop root, a read-only mount or sysfs does: try it
+        fd, probe = tempfile.mkstemp(dir=p, prefix=".bnexp-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UsageError(f"results folder {str(p)!r} is not writable ({e.strerror}); "
+                         "pass a writable folder with --results") from None
     return p
 
 

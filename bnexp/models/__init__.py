@@ -105,7 +105,7 @@ def count_params(variant: Variant, cfg, input_shape: tuple[int, ...], num_classe
     scope defers every variable), so a typo'd width of 10^9 can be refused before it is built."""
     import keras
 
-    with keras.StatelessScope():
+    with keras.StatelessScope(initialize_variables=False):  # (True would allocate them all on exit)
         model, _ = build_model(variant, cfg, input_shape, num_classes)
         return int(model.count_params())
 
