@@ -361,7 +361,7 @@ def _compare_like(exp, specs, source, *, baseline, force, retry_failed, json_, f
     """Shared tail of compare and sweep: check, run, render."""
     from . import compare, report
 
-    base = compare.check(exp, specs, baseline, fmt)
+    base = compare.check(exp, baseline, fmt)
     quiet = json_ or fmt in ("md", "csv")
     overall = _Overall()
     with _progress_bars(quiet, overall) as bar:
@@ -406,6 +406,9 @@ def compare(variants: Annotated[Optional[list[str]], typer.Argument(help="varian
     exp = _experiment(config, flags, set_, seeds=seeds, seed=seed)
     if exp.grid:
         raise UsageError(f"{exp.source} has a grid: run it with `bnexp sweep {exp.source}`")
+    from .compare import check
+
+    check(exp, baseline, format_)  # a typo costs nothing: before the data are looked for
     exp, source, specs = _planned(exp)
     title = f"{source.name}: {', '.join(dict.fromkeys(s.variant.name for s in specs))} × {len(exp.seeds)} seed(s)"
     _compare_like(exp, specs, source, baseline=baseline, force=force, retry_failed=retry_failed,
@@ -432,6 +435,10 @@ def sweep(file: Annotated[Path, typer.Argument(help="sweep YAML with variants, s
     flags = dict(dataset=dataset, epochs=epochs, data_dir=data_dir, results=results, workers=workers, executor=executor,
                  ray_address=ray_address, ray_cpus_per_run=ray_cpus_per_run)
     exp = _experiment(file, flags, set_, seeds=seeds)
+    if not dry_run:
+        from .compare import check
+
+        check(exp, None, format_)  # before the data are looked for
     exp, source, specs = _planned(exp, allow_missing_data=dry_run)
     if dry_run:
         rows = plan_dry_run(specs, source)

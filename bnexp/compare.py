@@ -30,11 +30,12 @@ class Comparison:
     json: str = ""
 
 
-def check(exp: Experiment, specs, baseline: str | None, fmt: str | None) -> str:
-    """Everything a comparison can check before training; returns the baseline."""
+def check(exp: Experiment, baseline: str | None, fmt: str | None) -> str:
+    """What a comparison can check from the command alone, before the data are looked for or
+    anything is planned: the output format, the baseline, the results folder. Returns the baseline."""
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: choose md, csv or table (or --json)")
-    names = list(dict.fromkeys(s.variant.name for s in specs))
+    names = list(dict.fromkeys(exp.variants))
     base = baseline or exp.baseline or names[0]
     if base not in names:
         from .errors import nearest

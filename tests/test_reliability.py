@@ -29,7 +29,7 @@ def bnexp(*args, signal_at: str | None = None, **kw):
 
 
 def _only_run(results: Path) -> Path:
-    found = [p for p in results.iterdir() if p.is_dir()]
+    found = [p for p in results.iterdir() if p.is_dir() and not p.name.startswith(".")]  # not .keys/
     assert len(found) == 1, found
     return found[0]
 
