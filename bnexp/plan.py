@@ -253,7 +253,7 @@ def execute(specs: list[RunSpec], source, *, executor=None, reuse: bool = True, 
 
         def run_one(i: int, poll) -> None:
             spec, key = specs[i], keys[i]
-            keylock = runs.KeyLock(results, key)
+            keylock = runs.key_lock(results, key)
             while not keylock.acquire():  # another process trains this key: wait, then use its run
                 if poll():
                     return

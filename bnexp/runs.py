@@ -209,30 +209,13 @@ def tensorboard_dir(folder: Path) -> Path:
     return Path(folder) / TENSORBOARD
 
 
-class KeyLock:
+def key_lock(results: Path, key: str) -> "Lock":
     """An exclusive flock on <results>/.keys/<run key>.lock, held while a process trains that key:
-    two processes sharing a results folder (parallel CI jobs) then train each key once."""
-
-    def __init__(self, results: Path, key: str):
-        folder = Path(results) / ".keys"
-        folder.mkdir(exist_ok=True)
-        self.path = folder / f"{key}.lock"
-        self.fd: int | None = None
-
-    def acquire(self, blocking: bool = False) -> bool:
-        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except OSError:
-            os.close(fd)
-            return False
-        self.fd = fd
-        return True
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+    two processes sharing a results folder (parallel CI jobs) then train each key once. The
+    empty file stays (unlinking a lock file that another process waits on would let a third in)."""
+    folder = Path(results) / ".keys"
+    folder.mkdir(exist_ok=True)
+    return Lock(folder / f"{key}.lock")
 
 
 def records_of(results: Path, variant: str, seed: int, key: str) -> list[dict]:
@@ -248,14 +231,15 @@ def records_of(results: Path, variant: str, seed: int, key: str) -> list[dict]:
 
 
 class Lock:
-    """An exclusive flock on <run>/.lock, held while a process trains there.
+    """An exclusive flock on <run>/.lock (or on the file `path` names), held while a process trains there.
 
     The kernel drops it when the process dies, even by kill -9, so a `running` run
     whose lock can be taken was abandoned and may be resumed.
     """
 
     def __init__(self, run: Path):
-        self.path = run / LOCK
+        run = Path(run)
+        self.path = run if run.suffix == ".lock" else run / LOCK
         self.fd: int | None = None
 
     def acquire(self) -> bool:
