@@ -299,9 +299,11 @@ def execute(specs: list[RunSpec], source, *, executor=None, reuse: bool = True, 
                     control = PollControl(poll, on_progress)
                     try:
                         result = executor.run(task, control)
-                    except (KeyboardInterrupt, UsageError):
+                    except (KeyboardInterrupt, UsageError) as e:
                         if not resumed:  # stopped before it began: nothing to keep
                             folder.remove()
+                        if isinstance(e, KeyboardInterrupt) and poll():
+                            return  # a queued run the stop cancelled (ray): the signal decides how the batch ends
                         raise
                     except Exception as e:  # one broken run must not sink the batch
                         error = str(e) if isinstance(e, WorkerError) else f"{type(e).__name__}: {e}"
