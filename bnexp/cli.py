@@ -290,7 +290,6 @@ def train(variant: Annotated[Optional[str], typer.Option("--variant", "-v", help
           json_: Json_ = False, debug: Debug_ = False):
     """Train one variant; write results/<run-id>/ with metrics.json, model.keras, config.yaml, tb/."""
     from .compare import resume_spec
-    from .plan import RunSpec
 
     if resume:
         spec, source = resume_spec(resume, data_dir, results)

@@ -19,8 +19,27 @@ from typer.testing import CliRunner
 from bnexp import data
 from bnexp.cli import app
 
-# The tiny config every training test uses: 4,000 real digits, 20 steps of a 16-unit net.
-TINY = ["--dataset", "mnist-sample", "--set", "steps=20", "--set", "width=16", "--set", "eval_every=10"]
+# The tiny config every training test uses: 4,000 real digits, 20 steps of a 16-unit net. CLI tests
+# pass TINY; library tests build the same experiment with tiny(), overriding keys with `sets`.
+TINY_SETS = ["steps=20", "width=16", "eval_every=10"]
+TINY = ["--dataset", "mnist-sample", *(a for s in TINY_SETS for a in ("--set", s))]
+
+
+def tiny(results, variants, seeds=(0,), sets=(), **flags):
+    """The tiny experiment on mnist-sample: TINY_SETS, then `sets` (later keys win), then flags."""
+    from bnexp.config import load
+
+    return load(None, {"dataset": "mnist-sample", "results": str(results), "variants": list(variants),
+                       "seeds": list(seeds), **flags}, TINY_SETS + list(sets))
+
+
+def run_tiny(exp, workers: int = 1, **kw):
+    """Execute the experiment with local threads (`workers` at once), as compare does."""
+    from bnexp.executors.local import LocalExecutor
+    from bnexp.plan import execute, plan, resolve_source
+
+    kw.setdefault("executor", LocalExecutor(workers))
+    return execute(plan(exp), resolve_source(exp), **kw)
 RUN_ID = re.compile(r"^\d{8}-\d{6}-[a-z0-9-]+-s\d+-[0-9a-f]{6}$")
 
 

@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
 import keras
 import numpy as np
 import pytest
 
 from bnexp import data, runs
-from bnexp.config import load
 from bnexp.evaluate import score_saved
-from bnexp.executors.local import LocalExecutor
-from bnexp.plan import execute, plan, resolve_source
 from bnexp.report import bn_initial_share
-from conftest import assert_one_error_line, invoke
+from conftest import assert_one_error_line, invoke, run_tiny, tiny
 
 CNN = ["model=cnn", "filters=4", "steps=12", "eval_every=6"]
 RESNET = ["model=resnet", "steps=8", "eval_every=4", "batch_size=64"]
@@ -33,9 +29,7 @@ def floats(x):
 
 
 def _run(results, variants, sets, seeds=(0,)):
-    exp = load(None, {"dataset": "mnist-sample", "results": str(results), "variants": list(variants),
-                      "seeds": list(seeds)}, list(sets))
-    return execute(plan(exp), resolve_source(exp), executor=LocalExecutor(1))
+    return run_tiny(tiny(results, variants, seeds, sets))
 
 
 def test_a_cnn_compare_saves_models_that_score_what_was_recorded(tmp_path, sample):

@@ -7,7 +7,6 @@ builder reads it.
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 

@@ -10,23 +10,22 @@ import numpy as np
 import pytest
 
 from bnexp import data, runs
-from bnexp.config import load
 from bnexp.evaluate import score_saved
 from bnexp.executors.local import LocalExecutor
 from bnexp.executors.process import ProcessExecutor
 from bnexp.plan import Decision, dry_run, execute, plan, resolve_source, schedule
 from bnexp.train import Interrupted
+from conftest import run_tiny, tiny
 
-TINY = ["steps=40", "width=16", "eval_every=10", "checkpoint_every=10"]
+TINY = ["steps=40", "checkpoint_every=10"]  # over conftest's TINY_SETS
 
 
 def _exp(results, variants, seeds=(0,), sets=(), **flags):
-    return load(None, {"dataset": "mnist-sample", "results": str(results), "variants": list(variants),
-                       "seeds": list(seeds), **flags}, TINY + list(sets))
+    return tiny(results, variants, seeds, TINY + list(sets), **flags)
 
 
 def _execute(exp, executor=None, **kw):
-    return execute(plan(exp), resolve_source(exp), executor=executor or LocalExecutor(1), **kw)
+    return run_tiny(exp, executor=executor or LocalExecutor(1), **kw)
 
 
 def _status(run_dir, status):

@@ -8,24 +8,20 @@ import pytest
 
 from bnexp import data
 from bnexp.config import Experiment, load
+from conftest import TINY_SETS, run_tiny, tiny
 from bnexp.evaluate import score_saved
 from bnexp.executors.local import LocalExecutor
-from bnexp.plan import execute, plan, resolve_source
+from bnexp.plan import plan, resolve_source
 from bnexp.train import Engine
 
-TINY = ["steps=40", "width=32", "eval_every=10"]
+TINY = ["steps=40", "width=32"]  # over conftest's TINY_SETS: long enough to learn something
 
 
 def _exp(tmp_path, variants, seeds=(0,), sets=(), **flags) -> Experiment:
-    exp = load(None, {"dataset": "mnist-sample", "results": str(tmp_path), "variants": list(variants),
-                      "seeds": list(seeds), **flags}, TINY + list(sets))
-    return exp
+    return tiny(tmp_path, variants, seeds, TINY + list(sets), **flags)
 
 
-def _run(exp, workers: int = 1, **kw):
-    source = resolve_source(exp)
-    kw.setdefault("executor", LocalExecutor(workers))
-    return execute(plan(exp), source, **kw)
+_run = run_tiny
 
 
 def floats(x):
@@ -259,7 +255,7 @@ def test_engine_keeps_one_dataset_resident(sample):
     from bnexp.train import settings
 
     eng = Engine()
-    cfg = load(None, {"dataset": "mnist-sample"}, TINY).config
+    cfg = load(None, {"dataset": "mnist-sample"}, TINY_SETS + TINY).config
     s = settings(cfg, len(sample.x_train), moving_stats=False)
     with eng.program(VARIANTS["plain"], cfg, s, sample, "k") as first:
         with eng.program(VARIANTS["plain"], cfg, s, sample, "k") as second:

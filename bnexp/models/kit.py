@@ -13,8 +13,7 @@ recording run takes the same branches as the real one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import fields
 
 
 class _Stub:
