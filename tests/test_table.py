@@ -220,3 +220,12 @@ def test_exports_keep_every_column_and_json_is_strict():
     assert doc["runs"][-1]["test_loss"] == pytest.approx(1.1 - 0.91)
     assert [r["test_loss"] for r in doc["runs"] if r["status"] == "diverged"] == [None, None]
     json.dumps(doc, allow_nan=False)
+
+
+def test_a_row_names_its_normalizer_whenever_it_is_not_batch():
+    """`--set norm=group` on every variant: the rows differ in nothing else, but must say it."""
+    from bnexp.report.table import columns
+
+    rows = [{"variant": "bn-pre", "norm": "group"}, {"variant": "res-original", "norm": "group"}]
+    assert "norm" in columns(rows, "bn-pre")
+    assert "norm" not in columns([{"variant": "bn-pre", "norm": "batch"}, {"variant": "plain", "norm": None}], "plain")

@@ -47,8 +47,8 @@ def norm_of(rec: dict) -> str | None:
     """The normalizer in a run's norm slot: the variant's own (``variant_spec.norm``), else the
     config's ``norm`` (records older than norms: ``batch``); None for a variant without a slot."""
     spec = rec.get("variant_spec") or {}
-    if "bn" not in list(spec.get("block") or []) + list(spec.get("head") or []):
-        return None
+    if "unit" not in spec and "bn" not in list(spec.get("block") or []) + list(spec.get("head") or []):
+        return None  # (a residual unit always has norm slots)
     return spec.get("norm") or (rec.get("config") or {}).get("norm") or "batch"
 
 

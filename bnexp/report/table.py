@@ -128,7 +128,7 @@ def columns(rows: list[dict], baseline: str) -> dict[str, Column]:
     ]
     norms = {r.get("norm") for r in rows} - {None}
     skip = set()
-    if len(norms) < 2:  # one normalizer (or none) throughout: the variant says it all
+    if len(norms) < 2 and norms <= {"batch"}:  # BN (or no norm) throughout: the variant says it all
         skip.add("norm")
     if not any("test_accuracy_batchstats_mean" in r for r in rows):
         skip.add("batchstats")
