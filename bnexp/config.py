@@ -23,7 +23,7 @@ from .errors import UsageError, nearest
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 INITIALIZERS = ("glorot_uniform", "he", "normal")
 OPTIMIZERS = ("adam", "sgd", "momentum")
-EXECUTIONS = ("xla", "graph", "eager")
+EXECUTIONS = ("auto", "xla", "graph", "eager")
 CNN_HEADS = ("gap", "flatten")
 COLOR_MODES = ("grayscale", "rgb")
 
@@ -32,11 +32,18 @@ GRAPH, VALUE, DATA, IO = "graph", "value", "data", "io"
 ROLES = (GRAPH, VALUE, DATA, IO)
 
 
-def _f(default, role: str, since: int = 1, key=None):
-    """A config field with its role, the schema it was added in, and (`key`) what of its value
-    goes into the reuse key, when not the value itself."""
+def _f(default, role: str, since: int = 1, key=None, auto=None):
+    """A config field with its role, the schema it was added in, (`key`) what of its value goes
+    into the reuse key when not the value itself, and (`auto`) how the value "auto" is resolved
+    from the rest of the config when a run is planned."""
     assert role in ROLES
-    return field(default=default, metadata={"role": role, "since": since, "key": key})
+    return field(default=default, metadata={"role": role, "since": since, "key": key, "auto": auto})
+
+
+def _fastest_execution(cfg) -> str:
+    """XLA for the MLP (its fused loop is bnexp's fastest); TensorFlow's graph for convnets, whose
+    oneDNN convolutions beat XLA's by two orders of magnitude on CPUs (benchmarks/README.md)."""
+    return "xla" if cfg.model == "mlp" else "graph"
 
 
 def _dataset_identity(name: str) -> str:
@@ -123,7 +130,8 @@ class Config:
     divergence_factor: float = _f(100.0, VALUE)  # stop as diverged when loss > factor x first-step loss
 
     # --- execution
-    execution: str = _f("xla", GRAPH)  # xla (fastest) | graph (tf.function) | eager (the lab's loop, for debugging)
+    execution: str = _f("auto", GRAPH, auto=_fastest_execution)  # auto: the fastest for the model (xla for the mlp,
+    # graph for cnn/resnet) | xla (XLA-compiled loop) | graph (tf.function) | eager (the lab's loop, for debugging)
     workers: int = _f(0, IO)  # runs that compare and sweep train at the same time; results are the same as one
     # at a time. 0: 2 on a machine with 2 or more cores, else 1; 1 for execution=eager (Python-bound:
     # threads only slow it, and debugging wants one run at a time); with executor=ray: cluster CPUs / ray_cpus_per_run
@@ -456,6 +464,14 @@ def grid_changes(key: str, value: Any) -> dict:
 
 def role(key: str) -> str:
     return _FIELDS[key].metadata["role"]
+
+
+def resolved(cfg: Config) -> Config:
+    """`cfg` with every "auto" value resolved (the fields' `auto`): what a run is planned, keyed,
+    trained and recorded with, so a run's record says what it ran."""
+    changes = {f.name: f.metadata["auto"](cfg) for f in fields(Config)
+               if f.metadata["auto"] and getattr(cfg, f.name) == "auto"}
+    return dataclasses.replace(cfg, **changes) if changes else cfg
 
 
 def key_dict(cfg: Config, read: set[str] | None, roles: tuple[str, ...] = (GRAPH, VALUE, DATA)) -> dict:

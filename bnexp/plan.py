@@ -26,7 +26,7 @@ from typing import Callable
 import yaml
 
 from . import __version__, models, runs
-from .config import GRAPH, Config, Experiment, digest, grid_changes, key_dict
+from .config import GRAPH, Config, Experiment, digest, grid_changes, key_dict, resolved
 from .errors import BnexpError, RunFailure, UsageError
 from .models import Variant, resolve as resolve_variant
 
@@ -89,7 +89,7 @@ def plan(exp: Experiment, variants: list[str] | None = None) -> list[RunSpec]:
         group = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in changes.items())
         for variant in resolved:
             for seed in exp.seeds:
-                spec = RunSpec(variant, exp.config.replace(seed=seed, **changes), group)
+                spec = RunSpec(variant, resolved(exp.config.replace(seed=seed, **changes)), group)
                 spec.reads()
                 specs.append(spec)
     return specs

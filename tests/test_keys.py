@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from bnexp.config import CONFIG_KEYS, DATA, GRAPH, IO, ROLES, VALUE, Config, role
+from bnexp.config import CONFIG_KEYS, DATA, GRAPH, IO, ROLES, VALUE, Config, resolved, role
 from bnexp.models import VARIANTS
 from bnexp.plan import RunSpec, reads
 from bnexp.train.program import program_key
@@ -51,6 +51,12 @@ def _changed(cfg: Config, field: str) -> Config:
     if getattr(cfg, field) == value:  # the context already set it
         value = {"cnn": "resnet", True: False, "momentum": "sgd"}.get(value, value)
     return cfg.replace(**{field: value})
+
+
+def test_auto_execution_is_xla_for_the_mlp_and_graph_for_convnets():
+    assert resolved(Config()).execution == "xla"  # as every run before "auto" existed: their keys hold
+    assert resolved(Config(model="cnn")).execution == resolved(Config(model="resnet")).execution == "graph"
+    assert resolved(Config(model="cnn", execution="xla")).execution == "xla"
 
 
 def test_every_field_has_a_role_and_an_alternative():
@@ -109,7 +115,7 @@ OLD_CONFIGS = ({}, {"steps": 20, "width": 16, "eval_every": 10, "dataset": "mnis
 
 @pytest.mark.parametrize("variant, which", list(OLD_KEYS))
 def test_runs_made_before_keys_were_derived_keep_their_keys(variant, which):
-    spec = RunSpec(VARIANTS[variant], Config(**OLD_CONFIGS[which]))
+    spec = RunSpec(VARIANTS[variant], resolved(Config(**OLD_CONFIGS[which])))  # as plan() makes it
     assert spec.key(SHA) == OLD_KEYS[(variant, which)]
 
 

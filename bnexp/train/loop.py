@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import runs
+from ..config import resolved
 from ..errors import UsageError
 from . import checkpoint
 from .checkpoint import LoopState
@@ -44,6 +45,7 @@ def train(cfg, variant, data, workdir: Path, *, read: set[str], engine: Engine |
     or interrupted (the control asked to stop; a checkpoint is saved in workdir).
     """
     started = time.perf_counter()
+    cfg = resolved(cfg)  # (plan() already did, for runs it planned)
     control = control or Control()
     workdir = Path(workdir)
     n_train = int(data.x_train.shape[0])
