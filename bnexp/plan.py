@@ -78,7 +78,7 @@ def plan(exp: Experiment, variants: list[str] | None = None) -> list[RunSpec]:
     names = variants or exp.variants
     if not names:
         raise UsageError("name at least one variant, e.g. `bnexp compare plain bn-pre`; see `bnexp list`")
-    resolved = [resolve_variant(n, exp.define) for n in names]
+    chosen = [resolve_variant(n, exp.define) for n in names]
     keys = list(exp.grid)
     points = list(itertools.product(*(exp.grid[k] for k in keys))) or [()]
     specs = []
@@ -87,7 +87,7 @@ def plan(exp: Experiment, variants: list[str] | None = None) -> list[RunSpec]:
         for k, v in zip(keys, point):
             changes.update(grid_changes(k, v))
         group = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in changes.items())
-        for variant in resolved:
+        for variant in chosen:
             for seed in exp.seeds:
                 spec = RunSpec(variant, resolved(exp.config.replace(seed=seed, **changes)), group)
                 spec.reads()
