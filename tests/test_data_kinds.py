@@ -628,3 +628,38 @@ def test_e2e_bad_data_is_one_line_exit_2(tmp_path, cli, make, dataset, phrase):
     res = invoke(["train", "--variant", "bn-pre", "--dataset", dataset, *TINY_RUN])
     assert_one_error_line(res, 2, phrase)
     assert not (tmp_path / "results").exists() or not any(p.name != ".cache" for p in (tmp_path / "results").iterdir())
+
+
+def test_a_changed_byte_trains_anew_and_a_renamed_folder_is_reused(tmp_path):
+    """The reuse key holds a KIND:PATH dataset's content hash, not its path."""
+    import json as _json
+
+    from PIL import Image as _Image
+
+    from conftest import invoke
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "photos"
+    for c in ("cats", "dogs"):
+        (root / c).mkdir(parents=True)
+        for i in range(12):
+            _Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(root / c / f"{i}.png")
+    results = tmp_path / "results"
+
+    def compare(folder):
+        res = invoke(["compare", "plain", "--seeds", "1", "--dataset", f"folder:{folder}", "--results", results,
+                      *TINY_RUN, "--json"])
+        assert res.exit_code == 0, res.stderr
+        return _json.loads(res.stdout)
+
+    first = compare(root)
+    assert first["trained"] == 1
+    moved = root.rename(tmp_path / "renamed")
+    again = compare(moved)
+    assert (again["trained"], again["reused"]) == (0, 1)
+    victim = moved / "cats" / "0.png"
+    img = np.asarray(_Image.open(victim)).copy()
+    img[0, 0] ^= 1  # one pixel, one bit
+    _Image.fromarray(img).save(victim)
+    changed = compare(moved)
+    assert (changed["trained"], changed["reused"]) == (1, 0)
