@@ -473,7 +473,11 @@ def test_two_nodes_the_worker_node_trains_and_never_writes_in_the_results(tmp_pa
                                    "trace=open,openat,creat,rename,renameat,renameat2,mkdir,mkdirat,unlink,unlinkat",
                                    *[a for p in pids for a in ("-p", str(p))]], stderr=subprocess.PIPE)
         time.sleep(1)
-        assert tracer.poll() is None, tracer.stderr.read()
+        if tracer.poll() is not None:
+            why = tracer.stderr.read().decode(errors="replace").strip()
+            if "not permitted" in why:  # a container without ptrace (CAP_SYS_PTRACE, yama)
+                pytest.skip(f"strace cannot attach here: {why.splitlines()[-1]}")
+            raise AssertionError(why)
         exp = load(None, {"dataset": "mnist-sample", "results": str(results), "variants": ["plain"], "seeds": [0, 1]},
                    SETS)
         executor = RayExecutor(address=cluster.address).connect()

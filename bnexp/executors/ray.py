@@ -103,16 +103,23 @@ class Relay:
 
 
 class _RemoteControl:
-    """The worker's side of the driver's Control, through the relay."""
+    """The worker's side of the driver's Control, through the relay. A relay that cannot be
+    reached never fails the run: it trains on, unstopped, without progress."""
 
     def __init__(self, relay, run_id: str):
         self.relay, self.run_id = relay, run_id
 
     def should_stop(self) -> bool:
-        return bool(ray.get(self.relay.should_stop.remote(self.run_id)))
+        try:
+            return bool(ray.get(self.relay.should_stop.remote(self.run_id), timeout=60))
+        except ray.exceptions.RayError:
+            return False
 
     def progress(self, step, total, loss, accuracy) -> None:
-        self.relay.progress.remote(self.run_id, int(step), int(total), float(loss), float(accuracy))  # no wait
+        try:
+            self.relay.progress.remote(self.run_id, int(step), int(total), float(loss), float(accuracy))  # no wait
+        except ray.exceptions.RayError:
+            pass
 
 
 _ENGINE = None  # a worker process's compiled programs and resident data, shared by the runs it trains
@@ -149,9 +156,7 @@ def _train(task: Task, dataset, relay):
         return "usage", str(e).splitlines()[0]
     except Exception as e:  # noqa: BLE001 - the run's own failure: the driver records it, Ray does not retry it
         return "error", f"{type(e).__name__}: {e}".splitlines()[0]
-    import ray as ray_mod
-
-    result.env = {**result.env, **where, "ray_version": ray_mod.__version__}
+    result.env = {**result.env, **where, "ray_version": ray.__version__}
     return "result", result
 
 
@@ -212,20 +217,19 @@ def _retries() -> int:
 
 def _check_answers(address: str) -> None:
     """Fail fast, naming the address, when nothing answers there (ray.init would wait minutes)."""
-    if address == "auto":
-        return  # ray.init reads the local cluster's address file and fails at once if there is none
-    hostport = address.split("://", 1)[1] if "://" in address else address
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise UsageError(f"--ray-address {address!r}: write auto, HOST:PORT or ray://HOST:PORT")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
-            pass
-    except OSError as e:
-        reason = "timed out" if isinstance(e, socket.timeout) else (e.strerror or type(e).__name__)
-        raise RunFailure(f"no Ray cluster answers at {address} ({reason}); start one (`ray start --head`) or "
-                         f"fix --ray-address / RAY_ADDRESS") from None
-    # something listens: check that it is a Ray cluster we can join, in a process we can stop
+    if address != "auto":  # auto: the address file of a cluster started on this machine (it may be stale)
+        hostport = address.split("://", 1)[1] if "://" in address else address
+        host, _, port = hostport.rpartition(":")
+        if not host or not port.isdigit():
+            raise UsageError(f"--ray-address {address!r}: write auto, HOST:PORT or ray://HOST:PORT")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
+                pass
+        except OSError as e:
+            reason = "timed out" if isinstance(e, socket.timeout) else (e.strerror or type(e).__name__)
+            raise RunFailure(f"no Ray cluster answers at {address} ({reason}); start one (`ray start --head`) or "
+                             f"fix --ray-address / RAY_ADDRESS") from None
+    # check that it is a Ray cluster we can join, in a process we can stop (ray.init may wait minutes)
     code = ("import logging, ray; ray.init(address=%r, log_to_driver=False, logging_level=logging.ERROR); "
             "print('ok', ray.cluster_resources().get('CPU', 0))" % address)
     try:
@@ -245,11 +249,10 @@ def _quiet_ray_logging() -> None:
 
 
 class _Flight:
-    """A run in flight, as the driver's pump thread sees it."""
+    """A run in flight: its task, and its last progress as the driver's pump thread fetched it."""
 
     def __init__(self, ref):
         self.ref = ref
-        self.done = threading.Event()
         self.progress: tuple | None = None
 
 
@@ -352,7 +355,10 @@ class RayExecutor:
     def start(self, source, dataset) -> None:
         try:
             self._check_versions()
-            self._relay = Relay.remote()
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+            self._relay = Relay.options(scheduling_strategy=here).remote()  # on the driver's node, if it can be
             self._data = ray.put(dataset)
             ray.get(self._relay.snapshot.remote(0))  # the relay is up before the first run needs it
         except BaseException:
@@ -388,28 +394,42 @@ class RayExecutor:
         shipped = dataclasses.replace(task, run_dir=None)  # workers never write in the results folder
         ref = _train.options(num_cpus=self.cpus_per_run, max_retries=self.retries,
                              retry_exceptions=False).remote(shipped, self._data, self._relay)
+        return self._follow(task.run_id, ref, control)
+
+    def _follow(self, run_id: str, ref, control) -> Result:
+        """Wait for the task `ref` of run `run_id`, relaying its progress and the driver's stop.
+        Its end wakes this thread at once (a future Ray completes); it looks at the stop and the
+        progress every POLL_S."""
         flight = _Flight(ref)
         with self._lock:
-            self._flights[task.run_id] = flight
+            self._flights[run_id] = flight
+        done = ref.future()
         stopping, shown = False, None
         try:
-            while not flight.done.wait(POLL_S):
+            while True:
+                try:
+                    kind, value = done.result(timeout=POLL_S)
+                    break
+                except ray.exceptions.TaskCancelledError:
+                    raise KeyboardInterrupt from None
+                except ray.exceptions.RayError as e:
+                    raise WorkerError(self._died(run_id, e)) from None
+                except TimeoutError:  # still training
+                    pass
                 if not stopping and control.should_stop():
                     stopping = True
-                    if ray.get(self._relay.stop.remote(task.run_id)) is None:  # not begun: it never will
+                    if ray.get(self._relay.stop.remote(run_id)) is None:  # not begun: it never will
                         ray.cancel(ref)
+                        try:
+                            ray.get(ref, timeout=10)  # collect the cancellation (else Ray prints it at exit)
+                        except Exception:  # noqa: BLE001 - TaskCancelledError, or the task's quick "cancelled"
+                            pass
                         raise KeyboardInterrupt
                 p = flight.progress
                 if p is not None and p != shown:
                     shown = p
                     control.progress(*p)
                     self._signal_hook(p[0])
-            try:
-                kind, value = ray.get(ref)
-            except ray.exceptions.TaskCancelledError:
-                raise KeyboardInterrupt from None
-            except ray.exceptions.RayError as e:
-                raise WorkerError(self._died(task.run_id, e)) from None
             if kind == "result":
                 return value
             if kind == "usage":
@@ -419,9 +439,9 @@ class RayExecutor:
             raise WorkerError(value)
         finally:
             with self._lock:
-                self._flights.pop(task.run_id, None)
+                self._flights.pop(run_id, None)
             if self._relay is not None and not self._closing.is_set():
-                self._relay.forget.remote(task.run_id)
+                self._relay.forget.remote(run_id)
 
     def _died(self, run_id: str, e: BaseException) -> str:
         try:
@@ -433,24 +453,16 @@ class RayExecutor:
         return f"the Ray worker training it{at} died {tries}: {type(e).__name__}: {_first_line(e)}"
 
     def _pump_loop(self) -> None:
-        """One driver thread for every run in flight: finished tasks and relayed progress."""
+        """One driver thread for every run in flight: the relayed progress of all, every POLL_S."""
         version = 0
-        while not self._closing.is_set():
+        while not self._closing.wait(POLL_S):
             with self._lock:
                 flights = dict(self._flights)
             if not flights:
-                self._closing.wait(POLL_S)
                 continue
-            by_ref = {f.ref: f for f in flights.values()}
             try:
-                ready, _ = ray.wait(list(by_ref), num_returns=len(by_ref), timeout=POLL_S, fetch_local=False)
-                for ref in ready:
-                    by_ref[ref].done.set()
                 version, changed = ray.get(self._relay.snapshot.remote(version), timeout=30)
             except Exception:  # noqa: BLE001 - closing, or the cluster is going: the runs' own waits report it
-                if self._closing.is_set():
-                    return
-                time.sleep(POLL_S)
                 continue
             for run_id, p in changed.items():
                 if run_id in flights:
