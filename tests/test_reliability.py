@@ -208,3 +208,20 @@ def test_two_compares_at_once_on_one_folder_train_each_run_key_once(tmp_path):
     assert all(r["status"] == "finished" for r in recs)
     trained = sorted(int(e.split("trained ")[1].split(",")[0]) for e in errs)
     assert sum(trained) == 4, errs  # however the two processes shared the work
+
+
+def test_a_convnet_killed_mid_run_resumes_bit_identical(tmp_path):
+    cnn = ["train", "--variant", "bn-pre", "--dataset", "mnist-sample", "--set", "model=cnn", "--set", "filters=4",
+           "--set", "steps=40", "--set", "eval_every=10", "--set", "checkpoint_every=10", "--seed", "1"]
+    whole = bnexp(*cnn, "--results", str(tmp_path / "whole"))
+    assert whole.wait(300) == 0, whole.communicate()
+    expected = _final(tmp_path / "whole")
+    cut = tmp_path / "cut"
+    proc = bnexp(*cnn, "--results", str(cut), signal_at="20:KILL")
+    assert proc.wait(300) == -9
+    again = bnexp(*cnn, "--results", str(cut))
+    assert again.wait(300) == 0, again.communicate()
+    final = _final(cut)
+    assert final["resumed_from_step"] == 20 and final["config"]["execution"] == "graph"
+    for key in ("test_accuracy", "test_loss", "train_loss", "train_accuracy", "history"):
+        assert final[key] == expected[key], key
