@@ -277,13 +277,17 @@ class Program:
     def variance_ratios(self, x) -> list[float]:
         """Per moving-statistics norm, in graph order: the variance of its input over `x` in
         inference mode over its moving variance, averaged over channels. 1 when the moving
-        statistics describe test time; Li et al. 2019: dropout before BN moves it away from 1."""
+        statistics describe test time; Li et al. 2019: dropout before BN moves it away from 1.
+        Channels with a moving variance of 0 (dead on every image it was estimated on) are left
+        out; a layer with none left records None."""
         out = []
         for stat_input, layer in zip(self.stat_inputs, self.stat_layers):
             h = np.concatenate([np.asarray(stat_input(x[s:s + EVAL_BATCH]), dtype=np.float64)
                                 for s in range(0, int(x.shape[0]), EVAL_BATCH)])
             var = h.reshape(-1, h.shape[-1]).var(axis=0)
-            out.append(float(np.mean(var / np.asarray(layer.moving_variance.numpy(), np.float64))))
+            moving = np.asarray(layer.moving_variance.numpy(), np.float64)
+            live = moving > 0  # a unit dead on every image it was estimated on has no ratio
+            out.append(float(np.mean(var[live] / moving[live])) if live.any() else None)
         return out
 
     def trace(self, probe_x, units: int) -> dict:
