@@ -17,11 +17,15 @@ count in another's:
      (count and peak RSS); the cluster's start and stop times; a run's files sent back (bytes).
   2. inflight: the driver's cost per run in flight. K tasks that only sleep (an async actor holds
      them, so there are no K worker processes) are followed by the executor's real code
-     (RayExecutor._follow: one driver thread per run, one pump thread for all); the driver's CPU
+     (RayExecutor._follow: one driver thread per run, woken by the task's end or every 0.2 s to
+     look at the stop and the progress; one pump thread fetching all progress); the driver's CPU
      over a 10 s window, for K = 100 and 1,000 (3,000 with --full-inflight). Also the relay
-     actor's capacity (progress posts per second, a should_stop round trip) and what the CLI's
+     actor's capacity (progress posts per second from one caller, a report's round trip, reports
+     per second from 8 processes at once) and what the CLI's
      display costs with K bars (one Rich refresh; Rich refreshes 10 times a second).
-  3. scan: a results folder of N finished runs (copies of one real record): plan.by_key (one full
+  3. driver: the driver alone: 1,000 runs through the real plan.execute and
+     RayExecutor whose tasks return a real tiny run's Result at once instead of training.
+  4. scan: a results folder of N finished runs (copies of one real record): plan.by_key (one full
      scan, once per batch) and runs.records_of (one per run the batch trains: a glob of the
      folder), for N = 1,000 and 10,000.
 
@@ -187,6 +191,18 @@ def inflight(ks: list[int], window: float = 10.0) -> dict:
     ex.start(None, Dummy())
 
     @ray.remote(num_cpus=0)
+    class _Caller:
+        def __init__(self, relay):
+            self.relay = relay
+
+        def hammer(self, seconds):
+            n, end = 0, time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                ray.get(self.relay.report.remote(f"c{id(self)}", (n, 1, 0.5, 0.5)))
+                n += 1
+            return n
+
+    @ray.remote(num_cpus=0)
     class Sleeper:
         async def nap(self, s):
             await asyncio.sleep(s)
@@ -220,12 +236,16 @@ def inflight(ks: list[int], window: float = 10.0) -> dict:
         ray.get(ex._relay.snapshot.remote(0))
         out["relay_calls_per_s"] = m / (time.perf_counter() - t0)
         t0 = time.perf_counter()
-        for i in range(2000):
-            ray.get(ex._relay.should_stop.remote("r1"))
+        for i in range(2000):  # what a worker makes at each chunk boundary: progress and "stop?" in one
+            ray.get(ex._relay.report.remote("r1", (i, 2000, 0.5, 0.5)))
         out["relay_round_trip_ms"] = (time.perf_counter() - t0) / 2000 * 1000
+        # many callers at once: 8 processes each making report calls for 10 s
+        callers = [_Caller.remote(ex._relay) for _ in range(8)]
+        counts = ray.get([c.hammer.remote(10.0) for c in callers])
+        out["relay_reports_per_s_8_callers"] = sum(counts) / 10.0
     finally:
         ex.close()
-    out["progress_bars"] = {str(k): _bars(k) for k in ks}
+    out["progress_bars"] = {str(k): _bars(k) for k in sorted({1, 10, *ks})}
     return out
 
 
@@ -237,13 +257,12 @@ def _bars(k: int) -> dict:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(file=io.StringIO(), force_terminal=True, width=160, height=50)
-    bars = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
-                    TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.3f}"), TimeRemainingColumn(),
-                    console=console, auto_refresh=False)
-    tasks = [bars.add_task(f"plain seed {i}", total=1000, loss=0.5, acc=0.5) for i in range(k)]
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
+                    TimeRemainingColumn(), console=console, auto_refresh=False)
+    tasks = [bars.add_task(f"plain seed {i}", total=None, detail="") for i in range(k)]
     with bars:
         for t in tasks:
-            bars.update(t, completed=10)
+            bars.update(t, completed=10, total=1000, detail="step 10/1000 loss 0.5000 acc 0.500")
         t0 = time.perf_counter()
         for _ in range(10):
             bars.refresh()
@@ -251,7 +270,7 @@ def _bars(k: int) -> dict:
     return {"refresh_ms": per * 1000, "cores_at_10_per_s": per * 10}
 
 
-# ---------------------------------------------------------------- 4. the driver alone
+# ---------------------------------------------------------------- 3. the driver alone
 
 
 def driver(n: int) -> dict:
@@ -317,7 +336,7 @@ def driver(n: int) -> dict:
     return out
 
 
-# ---------------------------------------------------------------- 3. scanning the results folder
+# ---------------------------------------------------------------- 4. scanning the results folder
 
 
 def scan(sizes: list[int]) -> dict:
@@ -400,6 +419,7 @@ def main() -> None:
     out["ray"] = _child(["batch", "ray", str(n)])
     ks = [100] if a.quick else [100, 1000] + ([3000] if a.full_inflight else [])
     out["inflight"] = _child(["inflight", *map(str, ks)])
+    out["driver"] = _child(["driver", "200" if a.quick else "1000"])
     out["scan"] = _child(["scan", *(["1000"] if a.quick else ["1000", "10000"])])
     out["loadavg_after"] = os.getloadavg()
     (HERE / "bench-ray-last-run.json").write_text(json.dumps(out, indent=1) + "\n")
@@ -428,8 +448,12 @@ def main() -> None:
         if not k.isdigit():
             continue
         c.print(f"{k} runs in flight: the driver uses {v['driver_cores']:.3f} cores ({v['driver_cores_per_1000_runs']:.3f} per 1,000)")
+    d = out["driver"]
+    c.print(f"driver alone ({d['runs']} stub runs): {d['slot_s_per_run']:.3f} slot-seconds and {d['driver_cpu_ms_per_run']:.0f} ms "
+            f"of driver CPU per run, RSS +{d['rss_kb_per_run_after_first_quarter']:.0f} KB per run after the first quarter")
     i = out["inflight"]
-    c.print(f"relay: {i['relay_calls_per_s']:,.0f} progress posts/s, {i['relay_round_trip_ms']:.2f} ms a should_stop")
+    c.print(f"relay: {i['relay_calls_per_s']:,.0f} progress posts/s from one caller, {i['relay_round_trip_ms']:.2f} ms "
+            f"a report, {i['relay_reports_per_s_8_callers']:,.0f} reports/s from 8 callers at once")
     for k, v in i["progress_bars"].items():
         c.print(f"{k} progress bars: {v['refresh_ms']:.1f} ms a refresh ({v['cores_at_10_per_s']:.2f} cores at 10/s)")
     for k, v in out["scan"].items():

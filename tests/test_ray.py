@@ -194,6 +194,7 @@ class External:
     address: str
     sid: int  # the session id of every process of the cluster (`ray start` ran in a new session)
     temp_dir: str
+    client_port: int = 0  # its Ray Client server: ray://127.0.0.1:PORT
 
     def members(self) -> list[int]:
         return session_members(self.sid)
@@ -208,13 +209,14 @@ def external():
         pytest.skip("Ray is not installed")
     temp = tempfile.mkdtemp(prefix="bnexp-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     ray_bin = Path(sys.executable).with_name("ray")
+    client_port = _free_port()
     cmd = [str(ray_bin) if ray_bin.exists() else shutil.which("ray"), "start", "--head", "--port", "0",
            "--num-cpus", "2", "--temp-dir", temp, "--include-dashboard", "false", "--disable-usage-stats",
-           "--ray-client-server-port", str(_free_port()), "--dashboard-agent-listen-port", str(_free_port())]
+           "--ray-client-server-port", str(client_port), "--dashboard-agent-listen-port", str(_free_port())]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             env={**os.environ, **AUTH})
     out, _ = proc.communicate(timeout=180)
-    ext = External("", proc.pid, temp)
+    ext = External("", proc.pid, temp, client_port)
     try:
         assert proc.returncode == 0, out
         ext.address = (Path(temp) / "ray_current_cluster").read_text().strip()
@@ -321,14 +323,16 @@ def test_the_same_command_again_reuses_every_run_without_ray(on_local_cluster, t
 
 
 @needs_ray
-def test_a_cluster_started_outside_bnexp_by_address_and_json(external, local_reference, isolated, tmp_path):
-    """--ray-address joins it; the runs match local threads; --json is strict JSON; the cluster is
-    left running (bnexp only disconnects from a cluster it did not start)."""
+@pytest.mark.parametrize("form", ["gcs", "client"], ids=["HOST:PORT", "ray-client"])
+def test_a_cluster_started_outside_bnexp_by_address_and_json(form, external, local_reference, isolated, tmp_path):
+    """--ray-address joins it, as HOST:PORT or through Ray Client (ray://); the runs match local
+    threads; --json is strict JSON; the cluster is left running (bnexp only disconnects from a
+    cluster it did not start)."""
     members = external.members()
-    res = invoke([*COMPARE, "--executor", "ray", "--ray-address", external.address, "--results", tmp_path / "r",
-                  "--json"])
+    address = external.address if form == "gcs" else f"ray://127.0.0.1:{external.client_port}"
+    res = invoke([*COMPARE, "--executor", "ray", "--ray-address", address, "--results", tmp_path / "r", "--json"])
     assert res.exit_code == 0, res.stderr
-    assert f"ray: connected to {external.address} (1 node, 2 CPUs)" in res.stderr.splitlines()
+    assert f"ray: connected to {address} (1 node, 2 CPUs)" in res.stderr.splitlines()
     doc = _strict(res.stdout)
     assert (doc["trained"], doc["failed"]) == (4, 0)
     recs = _records(tmp_path / "r")
@@ -510,17 +514,17 @@ def _assert_cut(results: Path) -> dict:
     assert len(cut) == 2, cut
     assert len([p for p in results.iterdir() if p.is_dir() and p.name[0].isdigit()]) == 2
     for rec in cut.values():
-        assert rec["status"] == "interrupted" and 0 < rec["step"] < 1000 and rec["step"] % 10 == 0
+        assert rec["status"] == "interrupted" and 0 < rec["step"] < 1000
         assert (results / rec["run_id"] / "checkpoint.npz").is_file()
     return cut
 
 
 @needs_ray
-def test_ctrl_c_checkpoints_started_runs_cancels_the_rest_and_stops_the_cluster(tmp_path):
+def test_ctrl_c_checkpoints_started_runs_cancels_the_rest_and_stops_the_cluster(tmp_path, external):
     """SIGINT to the driver once a run reached step 100: the runs that began return interrupted
     with a checkpoint, the run not yet started leaves no folder, the CLI exits 130, no process of
-    the cluster it started is left, and the same command resumes through Ray to the metrics of an
-    uninterrupted run."""
+    the cluster it started is left, and the same command resumes through Ray (on the session's
+    cluster, which saves starting another) to the metrics of an uninterrupted run."""
     whole = invoke([*LONG, "--workers", "1", "--results", tmp_path / "whole", "--json"])
     assert whole.exit_code == 0, whole.stderr
     expected = _records(tmp_path / "whole")
@@ -532,7 +536,8 @@ def test_ctrl_c_checkpoints_started_runs_cancels_the_rest_and_stops_the_cluster(
     cut = _assert_cut(results)
     assert ran.ray_processes() and not getattr(ran, "leaked_then_stopped", None), ran.leaked_then_stopped
 
-    again = bnexp_cli([*args, "--json"], tmp_path)
+    again = bnexp_cli([*LONG, "--executor", "ray", "--ray-address", external.address, "--results", results, "--json"],
+                      tmp_path)
     assert again.code == 0, again.stderr
     final = _records(results)
     for k, rec in final.items():
@@ -556,6 +561,31 @@ def test_sigterm_is_held_by_bnexp_not_by_ray(external, tmp_path):
     assert "Traceback" not in ran.stderr and "interrupted by SIGTERM" in ran.stderr, ran.stderr
     _assert_cut(results)
     assert set(members) <= set(external.members())
+
+
+@needs_ray
+def test_kill_9_of_the_driver_leaves_folders_that_read_interrupted_and_the_next_run_resumes_them(tmp_path):
+    """kill -9 of the driver: the folders of the runs it had handed out say running, their locks
+    died with it, so they read as interrupted, and the same command resumes those very folders
+    (from step 0: the checkpoints were in the workers' folders). The cluster's raylet and GCS die
+    with the driver; Ray's agents outlive it a while, and are stopped here by pid."""
+    from bnexp import runs
+
+    results = tmp_path / "r"
+    ran = bnexp_cli([*LONG, "--executor", "ray", "--workers", "2", "--results", results], tmp_path,
+                    env={SIGNAL_AT: "100:KILL"})
+    assert ran.code == -signal.SIGKILL, ran.stderr
+    cut = _records(results)
+    assert len(cut) == 2 and {r["status"] for r in cut.values()} == {"running"}
+    assert {runs.read_record(results / r["run_id"])["status"] for r in cut.values()} == {"interrupted"}
+    left = getattr(ran, "leaked_then_stopped", [])
+    assert not [p for p in left if "raylet" in p or "gcs_server" in p], left
+    again = invoke([*LONG, "--workers", "2", "--results", results, "--json"])
+    assert again.exit_code == 0, again.stderr
+    final = _records(results)
+    assert len(final) == 3 and {r["status"] for r in final.values()} == {"finished"}
+    for k, rec in cut.items():
+        assert final[k]["run_id"] == rec["run_id"]
 
 
 _HOLDER = """

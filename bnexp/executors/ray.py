@@ -12,8 +12,9 @@ load it.
 - run(): a Ray task of `ray_cpus_per_run` CPUs trains in a temporary folder of its own and sends
   back the run's files (runs.collect_files) with its Result; no worker writes under the results
   folder (the task it gets has no run_dir). Progress and stop go through one small actor (the
-  relay): workers post progress and ask "should I stop?" at chunk boundaries; one driver thread
-  polls it for every run in flight and each run's driver thread feeds its Control.
+  relay): at a chunk boundary (at most every REPORT_EVERY_S) a worker tells its progress and asks
+  "should I stop?" in one call; one driver thread polls it for every run in flight, and each
+  run's driver thread feeds its Control and wakes as soon as its task ends.
 - A worker or node that dies is retried by Ray (BNEXP_RAY_RETRIES, default 2) from the
   checkpoint sent with the task; a Python exception in a run is never retried: it comes back as
   the run's one-line error (WorkerError), the driver records it as failed and the batch goes on.
@@ -43,7 +44,8 @@ from . import Result, Task, WorkerError, run_task
 
 RETRIES_ENV = "BNEXP_RAY_RETRIES"  # times Ray retries a run whose worker or node died
 DEFAULT_RETRIES = 2
-POLL_S = 0.2  # how often the driver looks at progress, stop requests and finished tasks
+POLL_S = 0.2  # how often the driver looks at progress and stop requests (a task's end wakes it at once)
+REPORT_EVERY_S = 0.5  # a worker tells its progress and asks "stop?" at most this often (at a chunk boundary)
 CONNECT_TIMEOUT_S = 15  # an address that answers no Ray cluster within this is an error
 PROBE_TIMEOUT_S = 120  # each node's version check (it may have to start a worker process)
 # the driver's environment that workers get (runtime_env): bnexp's own settings and test hooks
@@ -89,6 +91,12 @@ class Relay:
         self.progress_[run_id] = (step, total, loss, accuracy)
         self.changed[run_id] = self.version
 
+    def report(self, run_id: str, progress: tuple | None) -> bool:
+        """A chunk boundary's one call: the run's progress since the last, and whether to stop."""
+        if progress is not None:
+            self.progress(run_id, *progress)
+        return run_id in self.stopping
+
     def snapshot(self, since: int) -> tuple[int, dict]:
         """(version, {run_id: progress}) for the runs whose progress changed after `since`."""
         return self.version, {r: self.progress_[r] for r, v in self.changed.items() if v > since}
@@ -103,23 +111,32 @@ class Relay:
 
 
 class _RemoteControl:
-    """The worker's side of the driver's Control, through the relay. A relay that cannot be
-    reached never fails the run: it trains on, unstopped, without progress."""
+    """The worker's side of the driver's Control, through the relay: at a chunk boundary the loop
+    tells its progress, then asks whether to stop; both go in one call (Relay.report). A relay
+    that cannot be reached never fails the run: it trains on, unstopped, without progress."""
 
     def __init__(self, relay, run_id: str):
         self.relay, self.run_id = relay, run_id
-
-    def should_stop(self) -> bool:
-        try:
-            return bool(ray.get(self.relay.should_stop.remote(self.run_id), timeout=60))
-        except ray.exceptions.RayError:
-            return False
+        self.pending: tuple | None = None
+        self.last = -REPORT_EVERY_S  # when it last asked
+        self.stop = False
 
     def progress(self, step, total, loss, accuracy) -> None:
+        self.pending = (int(step), int(total), float(loss), float(accuracy))
+
+    def should_stop(self) -> bool:
+        """At most one call every REPORT_EVERY_S, so that short chunks cannot flood the relay:
+        one actor serves every run in flight."""
+        now = time.monotonic()
+        if self.stop or now - self.last < REPORT_EVERY_S:
+            return self.stop
+        self.last = now
+        pending, self.pending = self.pending, None
         try:
-            self.relay.progress.remote(self.run_id, int(step), int(total), float(loss), float(accuracy))  # no wait
+            self.stop = bool(ray.get(self.relay.report.remote(self.run_id, pending), timeout=60))
         except ray.exceptions.RayError:
             pass
+        return self.stop
 
 
 _ENGINE = None  # a worker process's compiled programs and resident data, shared by the runs it trains
@@ -357,8 +374,12 @@ class RayExecutor:
             self._check_versions()
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-            self._relay = Relay.options(scheduling_strategy=here).remote()  # on the driver's node, if it can be
+            try:  # on the driver's node, if it can be (a Ray Client driver has none of its own)
+                here = {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                                             soft=True)}
+            except Exception:  # noqa: BLE001
+                here = {}
+            self._relay = Relay.options(**here).remote()
             self._data = ray.put(dataset)
             ray.get(self._relay.snapshot.remote(0))  # the relay is up before the first run needs it
         except BaseException:
