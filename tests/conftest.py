@@ -43,6 +43,11 @@ def run_tiny(exp, workers: int = 1, **kw):
 RUN_ID = re.compile(r"^\d{8}-\d{6}-[a-z0-9-]+-s\d+-[0-9a-f]{6}$")
 
 
+def run_folders(results: str | Path) -> list[Path]:
+    """The run folders under `results`, by name (not .keys/ or any other bookkeeping)."""
+    return sorted(p for p in Path(results).iterdir() if p.is_dir() and RUN_ID.match(p.name))
+
+
 def snapshot(folder: str | Path) -> dict[str, str]:
     """relative path -> sha256 of the bytes, for every file under `folder` ({} if it does not exist)."""
     root = Path(folder)

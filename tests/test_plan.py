@@ -15,7 +15,7 @@ from bnexp.executors.local import LocalExecutor
 from bnexp.executors.process import ProcessExecutor
 from bnexp.plan import Decision, dry_run, execute, plan, resolve_source, schedule
 from bnexp.train import Interrupted
-from conftest import run_tiny, tiny
+from conftest import run_folders, run_tiny, tiny
 
 TINY = ["steps=40", "checkpoint_every=10"]  # over conftest's TINY_SETS
 
@@ -102,7 +102,7 @@ def _cut(results, at: int, monkeypatch) -> dict:
     with pytest.raises(Interrupted):
         _execute(_exp(results, ["bn-pre"]))
     monkeypatch.delenv("BNEXP_TEST_SIGNAL_AT", raising=False)
-    (run,) = [p for p in results.iterdir() if p.is_dir()]
+    (run,) = run_folders(results)
     rec = json.loads((run / runs.METRICS).read_text())
     assert rec["status"] == "interrupted" and rec["step"] == at
     return run

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import invoke
+from conftest import invoke, run_folders
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAS_RAY, reason="Ray is not installed: pip install 'bnexp[ray]'")
@@ -512,7 +512,7 @@ def _assert_cut(results: Path) -> dict:
     """Two runs began (2 CPUs) and stopped at a boundary with a checkpoint; the third left no folder."""
     cut = _records(results)
     assert len(cut) == 2, cut
-    assert len([p for p in results.iterdir() if p.is_dir() and p.name[0].isdigit()]) == 2
+    assert len(run_folders(results)) == 2
     for rec in cut.values():
         assert rec["status"] == "interrupted" and 0 < rec["step"] < 1000
         assert (results / rec["run_id"] / "checkpoint.npz").is_file()
@@ -627,7 +627,7 @@ def test_a_stop_cancels_tasks_the_cluster_has_not_started(external, tmp_path):
         _, err = proc.communicate()
         assert time.time() - t0 < 20  # it did not wait for the CPUs
         assert code == 130 and "Traceback" not in err, err
-        assert not [p for p in results.iterdir() if p.is_dir() and p.name[0].isdigit()]  # no run folder is left
+        assert not run_folders(results)  # no run folder is left
     finally:
         holder.kill()
         holder.wait()

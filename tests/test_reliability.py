@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_folders
+
 CMD = ["train", "--variant", "dropout", "--dataset", "mnist-sample", "--set", "steps=300", "--set", "width=32",
        "--set", "eval_every=50", "--set", "checkpoint_every=25", "--seed", "3"]
 CUT_AT = 100  # the step the signal is sent at
@@ -28,7 +30,7 @@ def bnexp(*args, signal_at: str | None = None, **kw):
 
 
 def _only_run(results: Path) -> Path:
-    found = [p for p in results.iterdir() if p.is_dir() and not p.name.startswith(".")]  # not .keys/
+    found = run_folders(results)  # not .keys/
     assert len(found) == 1, found
     return found[0]
 

@@ -8,7 +8,7 @@ import pytest
 
 from bnexp import data
 from bnexp.config import Experiment, load
-from conftest import TINY_SETS, run_tiny, tiny
+from conftest import TINY_SETS, run_folders, run_tiny, tiny
 from bnexp.evaluate import score_saved
 from bnexp.executors.local import LocalExecutor
 from bnexp.plan import plan, resolve_source
@@ -175,7 +175,7 @@ def test_a_key_a_variant_never_reads_does_not_train_it_again(tmp_path):
     assert cells[("bn_momentum=0.99", "plain")]["run_id"] == cells[("bn_momentum=0.9", "plain")]["run_id"]
     assert cells[("bn_momentum=0.9", "plain")]["reused"] and cells[("bn_momentum=0.9", "plain")]["group"] == "bn_momentum=0.9"
     assert cells[("bn_momentum=0.99", "bn-pre")]["run_id"] != cells[("bn_momentum=0.9", "bn-pre")]["run_id"]
-    assert len([p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".")]) == 3  # not .keys/
+    assert len(run_folders(tmp_path)) == 3  # not .keys/
     again = _run(exp)
     assert (again.trained, again.reused) == (0, 4)
     # a key the variant reads still tells runs apart (old runs' keys: tests/test_keys.py)
