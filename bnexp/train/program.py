@@ -24,9 +24,11 @@ import numpy as np
 
 from .. import models
 from ..config import GRAPH, digest, key_dict
+from . import fused
 
 KERAS_LOCK = threading.RLock()  # held while seeding, building, tracing or saving a model
-EVAL_BATCH = 10_000  # inference batch: large batches are cheap, and bound memory on big sets
+EVAL_BATCH = 10_000  # inference batch at most: large batches are cheap, and bound memory on big sets
+EVAL_BYTES = 64 << 20  # ... and the largest layer output of one inference batch at most (a convnet's)
 PERCENTILES = (15, 50, 85)  # Ioffe & Szegedy, Figure 1(b, c)
 # One row per eval point inside a compiled chunk: its columns, by name. A new per-point
 # metric is one more name here and one more entry where the row is made (`record` in chunk).
@@ -89,6 +91,13 @@ def program_key(variant, cfg, read: set[str], dataset_sha: str) -> str:
     return digest([variant.spec(), key_dict(cfg, read, roles=(GRAPH,)), dataset_sha])
 
 
+def eval_batch(model) -> int:
+    """The inference batch: EVAL_BATCH images, fewer when a layer's output for that many would pass
+    EVAL_BYTES (a convnet's first convolutions: 10,000 x 28 x 28 x 16 floats are 500 MB each)."""
+    widest = max(int(np.prod(layer.output.shape[1:])) for layer in model.layers)
+    return max(1, min(EVAL_BATCH, EVAL_BYTES // (4 * widest)))
+
+
 class Program:
     """A model, its optimizer and their compiled functions, reused across runs."""
 
@@ -116,6 +125,7 @@ class Program:
         self.opt_init = [v.numpy() for v in self.optimizer.variables]
         self.tap_names = list(built.tap_names)
         self.stat_layers = [self.model.get_layer(n) for n in built.stat_layers]  # norms with moving statistics
+        self.eval_batch = eval_batch(self.model)
         self.probe_model = keras.Model(self.model.inputs, built.taps) if built.taps else None
 
         tvars = self.model.trainable_variables
@@ -129,10 +139,14 @@ class Program:
         def pixels(x):
             return x if x.dtype == t.float32 else t.gather(lut, t.cast(x, t.int32))
 
+        # BN after a conv trains through TensorFlow's fused kernel (fused.py); everything else,
+        # the MLP included, is the model's own call
+        forward = fused.training_forward(model) or (lambda x: model(x, training=True))
+
         def step(X, Y, idx):
             xb, yb = pixels(t.gather(X, idx)), t.gather(Y, idx)
             with t.GradientTape() as tape:
-                logits = model(xb, training=True)
+                logits = forward(xb)
                 loss = t.reduce_mean(t.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits))
             opt.apply_gradients(zip(tape.gradient(loss, tvars), tvars))
             correct = t.reduce_sum(t.cast(t.equal(t.argmax(logits, -1, output_type=t.int32), yb), t.float32))
@@ -242,7 +256,7 @@ class Program:
             saved = [[w.numpy() for w in layer.non_trainable_variables] for layer in self.stat_layers]
             fn, step = self.evaluate_batchstats, batch_size
         else:
-            fn, step = self.evaluate, EVAL_BATCH
+            fn, step = self.evaluate, self.eval_batch
         n = int(x.shape[0]) if not batchstats else (int(x.shape[0]) // step) * step
         loss = correct = 0.0
         for s in range(0, n, step):
@@ -260,19 +274,28 @@ class Program:
         N·H·W after a conv), computed with the final weights in inference mode. Layers go in graph
         order, since a layer's input depends on the statistics of the norms before it. Running it
         twice gives the same statistics."""
-        x = self.X[:n]
         for stat_input, layer in zip(self.stat_inputs, self.stat_layers):
-            count, mean, m2 = 0, 0.0, 0.0
-            for s in range(0, int(x.shape[0]), EVAL_BATCH):  # merge chunk moments (Chan et al.)
-                h = np.asarray(stat_input(x[s:s + EVAL_BATCH]), dtype=np.float64)
-                h = h.reshape(-1, h.shape[-1])
-                k, m, v = h.shape[0], h.mean(axis=0), h.var(axis=0)
-                delta, total = m - mean, count + k
-                mean = mean + delta * k / total
-                m2 = m2 + v * k + delta ** 2 * count * k / total
-                count = total
+            mean, var = self._moments(stat_input, self.X[:n])
             layer.moving_mean.assign(np.asarray(mean, np.float32))
-            layer.moving_variance.assign(np.asarray(m2 / count, np.float32))
+            layer.moving_variance.assign(np.asarray(var, np.float32))
+
+    def _moments(self, stat_input, x) -> tuple[np.ndarray, np.ndarray]:
+        """Per channel, the mean and population variance (float64) of a layer's input over x,
+        one inference batch at a time, the batches' moments merged (Chan et al.); a single batch
+        gives numpy's own mean and var of it."""
+        parts = []
+        for s in range(0, int(x.shape[0]), self.eval_batch):
+            h = np.asarray(stat_input(x[s:s + self.eval_batch]), dtype=np.float64)
+            h = h.reshape(-1, h.shape[-1])
+            parts.append((h.shape[0], h.mean(axis=0), h.var(axis=0)))
+        count, mean, var = parts[0]
+        m2 = var * count
+        for k, m, v in parts[1:]:
+            delta, total = m - mean, count + k
+            mean = mean + delta * k / total
+            m2 = m2 + v * k + delta ** 2 * count * k / total
+            count = total
+        return mean, (var if len(parts) == 1 else m2 / count)
 
     def variance_ratios(self, x) -> list[float]:
         """Per moving-statistics norm, in graph order: the variance of its input over `x` in
@@ -282,9 +305,7 @@ class Program:
         out; a layer with none left records None."""
         out = []
         for stat_input, layer in zip(self.stat_inputs, self.stat_layers):
-            h = np.concatenate([np.asarray(stat_input(x[s:s + EVAL_BATCH]), dtype=np.float64)
-                                for s in range(0, int(x.shape[0]), EVAL_BATCH)])
-            var = h.reshape(-1, h.shape[-1]).var(axis=0)
+            _, var = self._moments(stat_input, x)
             moving = np.asarray(layer.moving_variance.numpy(), np.float64)
             live = moving > 0  # a unit dead on every image it was estimated on has no ratio
             out.append(float(np.mean(var[live] / moving[live])) if live.any() else None)
