@@ -1,9 +1,11 @@
 """How fast is bnexp's training loop, and is it still right? One run, on this machine.
 
-    python benchmarks/bench.py            # full run: a few minutes
-    python benchmarks/bench.py --quick    # smoke run: fewer repeats and seeds
+    python benchmarks/bench.py            # full run: about 10 minutes on an idle 2-core machine
+    python benchmarks/bench.py --quick    # smoke run: fewer repeats, seeds and rounds
+    python benchmarks/bench.py --no-convnets   # the MLP bench alone (items 1-10)
+    python benchmarks/bench.py --what-if  # a proposed change to bnexp's convnet step, measured (see below)
 
-Every loop trains the same model, the lab's net (Flatten -> 2 x [Dense(256) -> BN -> ReLU] ->
+Items 1-10 train the same model, the lab's net (Flatten -> 2 x [Dense(256) -> BN -> ReLU] ->
 Dense(10), bnexp's `bn-pre`), with Adam 1e-3 and batch 128, on the same data: one epoch is
 468 steps over Fashion-MNIST's 60,000 training images. The machine is shared and has few cores,
 so absolute figures are noisy. The compiled loops (1-3) therefore run in interleaved rounds, one
@@ -21,19 +23,29 @@ Measured:
      a few dozen steps and extrapolated to 468, as ANCHORS did), and without the evaluation.
   5. Final test accuracy, bnexp vs fit, over seeds.
   6. The cost of bnexp's periodic eval points, as a fraction of the training loop.
-  7. `bnexp compare plain dropout bn-pre bn-post --seeds 3` end to end, then again (all reused).
+  7. `bnexp compare plain dropout bn-pre bn-post --seeds 3` end to end, then again (all reused);
+     its wall time over 12 epochs of bnexp's loop alone (issue #17).
   8. `bnexp --help` and `bnexp list` wall time, and whether they import TensorFlow.
   9. Peak RSS of `bnexp train --variant bn-pre --dataset fashion-mnist`.
   10. The floor: a step's 8 matrix products alone, in the same kind of XLA loop, one model (with
      the loops of 1-3) and two at once (with those of 1b). fit over it is the most any loop of
      this model could gain over fit here if BN, Adam, the loss and the data were free.
+  11. Convnets, in a child process (issue #13 section 3): model=cnn (bn-pre, 16 filters, 2 stages
+     x 2 convs) and model=resnet (res-original, ResNet-8), batch 128, 100 steps of Fashion-MNIST
+     per loop: bnexp's train() at execution=graph and =xla, Keras fit (default, jit, jit +
+     spe50) on the same net and images, and the floor (the step's convolutions and products
+     alone); then the peak RSS of `bnexp train --variant bn-pre --set model=cnn --set steps=200`.
 
-Prints two Rich tables (loops; targets) and writes everything to benchmarks/last-run.json.
+--what-if measures, instead, bnexp's convnet step with BatchNormalization's training pass through
+TensorFlow's fused kernel (a trace-time patch of Keras's layer; bnexp itself is unchanged).
+
+Prints Rich tables (loops; each convnet; targets) and writes everything to benchmarks/last-run.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import gc
 import json
@@ -70,6 +82,9 @@ TARGETS = {  # name -> limit; benchmarks/README.md says where each comes from
     "compare_s": 30.0,
     "cli_s": 0.5,
     "peak_rss_gb": 1.5,
+    "compare_over_epochs": 1.5,  # issue #17: compare's wall time over its runs' epochs trained alone
+    "conv_speedup_vs_fit": 1.3,  # issue #13 section 3: cnn and resnet steps/s over fit's best configuration
+    "conv_peak_rss_gb": 2.0,
 }
 
 console = Console(stderr=True, highlight=False)
@@ -85,10 +100,14 @@ class Budget:
     eager_steps: int  # the loop without it
     cli_repeats: int
     compare_seeds: int
+    conv_rounds: int  # interleaved rounds of the convnet loops
+    conv_steps: int  # steps each convnet loop is timed over
 
 
-FULL = Budget(rounds=7, accuracy_seeds=3, eager_eval_steps=40, eager_steps=100, cli_repeats=5, compare_seeds=3)
-QUICK = Budget(rounds=2, accuracy_seeds=2, eager_eval_steps=8, eager_steps=20, cli_repeats=3, compare_seeds=1)
+FULL = Budget(rounds=7, accuracy_seeds=3, eager_eval_steps=40, eager_steps=100, cli_repeats=5, compare_seeds=3,
+              conv_rounds=2, conv_steps=100)
+QUICK = Budget(rounds=2, accuracy_seeds=2, eager_eval_steps=8, eager_steps=20, cli_repeats=3, compare_seeds=1,
+               conv_rounds=1, conv_steps=100)
 
 
 def say(msg: str) -> None:
@@ -283,6 +302,22 @@ def measure_compare(exe: str, seeds: int) -> dict:
                          "failed": int(failed), "in_command_s": float(inner), "peak_rss_mb": res["maxrss_mb"]}
         out["cmd"] = " ".join(cmd).replace(tmp, "<tmp>")
         out["runs"] = 4 * seeds
+        out["records"] = run_times(tmp)  # where the first command's time went, run by run
+    return out
+
+
+def run_times(results: str) -> dict:
+    """Sums over the run records in a results folder: training loops, compiling, and the rest of
+    each run (building, final scoring, saving), with the span of the training loops."""
+    recs = [json.loads(p.read_text()) for p in Path(results).glob("*/metrics.json")]
+    recs = [r for r in recs if r.get("status") in ("finished", "diverged")]
+    if not recs:
+        return {}
+    out = {k: sum(r.get(k) or 0.0 for r in recs) for k in ("train_time_s", "compile_time_s", "wall_time_s")}
+    out["rest_s"] = out["wall_time_s"] - out["train_time_s"] - out["compile_time_s"]
+    out["first_loop_start_to_last_end_s"] = (max(r["train_end_unix"] for r in recs)
+                                             - min(r["train_start_unix"] for r in recs))
+    out["runs"] = len(recs)
     return out
 
 
@@ -290,12 +325,30 @@ def measure_compare(exe: str, seeds: int) -> dict:
 
 
 def lab_config(**changes):
-    """bnexp's defaults are the lab's: 2 x 256, Adam 1e-3, batch 128, XLA."""
+    """bnexp's defaults are the lab's: 2 x 256, Adam 1e-3, batch 128; execution auto (XLA for the MLP)."""
     from bnexp.config import Config
 
     cfg = Config(dataset=DATASET).replace(**changes)
     assert (cfg.depth, cfg.width, cfg.optimizer, cfg.lr, cfg.batch_size) == (2, 256, "adam", 0.001, BATCH)
     return cfg
+
+
+def load_data():
+    """Fashion-MNIST as bnexp trains on it: images (N, 28, 28, 1) uint8, labels int32."""
+    from bnexp import data
+
+    return data.load(data.resolve(DATASET))
+
+
+def train_run(cfg, variant, ds, run_dir: Path, engine) -> dict:
+    """One run through bnexp's public train(), with the keys it reads from planning, as
+    `compare` runs it (the config's "auto" values resolved first, as plan() does)."""
+    from bnexp import plan
+    from bnexp import train as T
+    from bnexp.config import resolved
+
+    cfg = resolved(cfg)
+    return T.train(cfg, variant, ds, run_dir, read=set(plan.reads(variant, cfg)), engine=engine)
 
 
 def epoch_batches(seed: int, n: int, steps: int) -> np.ndarray:
@@ -312,14 +365,14 @@ def bnexp_epochs(ds, tmp: Path) -> tuple[dict, dict]:
     Only bnexp's public `train()` is called: the Program's internals change from version to version.
     """
     from bnexp import train as T
-    from bnexp.variants import resolve
+    from bnexp.models import resolve
 
     variant, cfg, engine = resolve(VARIANT), lab_config(), T.Engine()
 
     def run(seed: int, **changes) -> dict:
         run_dir = tmp / f"run-{len(os.listdir(tmp))}"
         run_dir.mkdir()
-        return T.train(cfg.replace(seed=seed, **changes), variant, ds, run_dir, {}, engine)
+        return train_run(cfg.replace(seed=seed, **changes), variant, ds, run_dir, engine)
 
     warm = run(0)  # traces and compiles everything a run calls
 
@@ -353,7 +406,7 @@ def bnexp_two_at_once(ds, tmp: Path):
     warmed up. The figure is seconds per model-epoch: the span from the first training loop's
     start to the last one's end, over 2."""
     from bnexp import train as T
-    from bnexp.variants import resolve
+    from bnexp.models import resolve
 
     variant, cfg, engine = resolve(VARIANT), lab_config(), T.Engine()
 
@@ -363,7 +416,7 @@ def bnexp_two_at_once(ds, tmp: Path):
         def one(k: int) -> None:
             run_dir = tmp / f"run-{seed}-{k}-{perf_counter_ns()}"
             run_dir.mkdir()
-            recs[k] = T.train(cfg.replace(seed=2 * seed + k), variant, ds, run_dir, {}, engine)
+            recs[k] = train_run(cfg.replace(seed=2 * seed + k), variant, ds, run_dir, engine)
 
         in_two_threads(one)
         span = max(r["train_end_unix"] for r in recs) - min(r["train_start_unix"] for r in recs)
@@ -374,27 +427,34 @@ def bnexp_two_at_once(ds, tmp: Path):
     return two_at_once
 
 
-def compiled_model(ds, seed: int, **compile_kw):
-    """The lab's net from bnexp's own builder, compiled for Keras fit, and its data.
+def compiled_model(ds, seed: int, cfg=None, variant: str = VARIANT, steps: int | None = None, **compile_kw):
+    """A net from bnexp's own builder, compiled for Keras fit, and its data: the lab's net unless
+    `cfg` and `variant` say otherwise.
 
-    The first 468 x 128 training images, so that an epoch is the same 468 full batches as bnexp's.
+    The first `steps` x 128 training images (default: one epoch's 468 full batches, the same as
+    bnexp's), as float32 k/255 for Keras, where bnexp keeps the uint8 images and a lookup table.
     """
     import keras
 
-    from bnexp.variants import build_model, resolve
+    from bnexp.models import build_model, resolve
 
+    cfg = cfg or lab_config()
     keras.utils.set_random_seed(seed)
-    model = build_model(resolve(VARIANT), lab_config(), tuple(ds.image_shape))
+    model, _ = build_model(resolve(variant), cfg, ds.input_shape, ds.num_classes)
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"], **compile_kw)  # bnexp tracks train accuracy too
-    steps = lab_config().steps_per_epoch(int(ds.x_train.shape[0]))
-    x = ds.x_train[: steps * BATCH].reshape((-1, *ds.image_shape))
-    return model, x, ds.y_train[: steps * BATCH]
+    steps = steps or cfg.steps_per_epoch(int(ds.x_train.shape[0]))
+    return model, as_float(ds.x_train[: steps * BATCH]), ds.y_train[: steps * BATCH]
+
+
+def as_float(x: np.ndarray) -> np.ndarray:
+    """Images as Keras takes them: float32 k/255 (bnexp's lookup table gives the same bits)."""
+    return x.astype(np.float32) / np.float32(255.0) if x.dtype == np.uint8 else x
 
 
 def test_accuracy(model, ds) -> float:
-    logits = model(ds.x_test.reshape((-1, *ds.image_shape)), training=False)
+    logits = model(as_float(ds.x_test), training=False)
     return float(np.mean(np.argmax(np.asarray(logits), -1) == ds.y_test))
 
 
@@ -565,7 +625,7 @@ def measure_eager(ds, steps: int, per_step_eval: bool, warmup: int = 3) -> dict:
     model, x, y = compiled_model(ds, 0)  # the model only: the loop is the lab's own
     opt = keras.optimizers.Adam(1e-3)
     X, Y = tf.constant(x), tf.constant(y)
-    Xt, Yt = tf.constant(ds.x_test.reshape((-1, *ds.image_shape))), tf.constant(ds.y_test)
+    Xt, Yt = tf.constant(as_float(ds.x_test)), tf.constant(ds.y_test)
     batches = epoch_batches(0, int(x.shape[0]), int(x.shape[0]) // BATCH)
     tvars = model.trainable_variables
 
@@ -590,6 +650,368 @@ def measure_eager(ds, steps: int, per_step_eval: bool, warmup: int = 3) -> dict:
             float(loss)
     per_step = (perf_counter() - t0) / steps
     return {"steps_timed": steps, "per_step_s": per_step, "epoch_s_extrapolated": per_step * len(batches)}
+
+
+# ---------------------------------------------------------------- convnets (item 11)
+
+CONVNETS = (  # (family, variant): bnexp's default convnet and the ResNet-8 of He et al.'s unit (a)
+    ("cnn", "bn-pre"),
+    ("resnet", "res-original"),
+)
+CONV_PRUNE = 1.5  # after round 1, a fit configuration this many times slower than fit's fastest runs no more
+XLA_WHILE_STEPS = 2  # steps timed where a loop's XLA convolutions would make S steps take minutes
+
+
+def conv_config(family: str, **changes):
+    """bnexp's defaults for the family: cnn 16 filters, 2 stages x 2 convs; resnet n=1 (ResNet-8);
+    Adam 1e-3, batch 128. Eval points as often as in a default run on the full training set."""
+    cfg = lab_config(model=family, eval_every=lab_config().steps_per_epoch(60_000) // 10, **changes)
+    assert (cfg.filters, cfg.stages, cfg.convs_per_stage, cfg.blocks_per_stage) == (16, 2, 2, 1)
+    return cfg
+
+
+def conv_data(ds, steps: int, n_test: int):
+    """The first steps x 128 training images, so that an epoch is exactly the `steps` timed (for
+    bnexp and fit alike), and the first n_test test images (the eval points' 1,000 and the final
+    scoring; the timed loop does not depend on them)."""
+    import dataclasses
+
+    n = steps * BATCH
+    return dataclasses.replace(ds, x_train=ds.x_train[:n], y_train=ds.y_train[:n], x_test=ds.x_test[:n_test],
+                               y_test=ds.y_test[:n_test])
+
+
+def kernel_layers(model) -> list[dict]:
+    """Every Conv2D and Dense of a built Keras model: shapes (batch left out), strides, padding,
+    and whether it takes the images (whose gradient no loop needs)."""
+    import keras
+
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            out.append({"name": layer.name, "conv": isinstance(layer, keras.layers.Conv2D),
+                        "in": tuple(int(d) for d in layer.input.shape[1:]),
+                        "out": tuple(int(d) for d in layer.output.shape[1:]),
+                        "kernel": tuple(int(d) for d in layer.kernel.shape),
+                        "strides": tuple(int(s) for s in getattr(layer, "strides", (1, 1))),
+                        "padding": getattr(layer, "padding", "valid").upper(),
+                        "takes_images": layer.input is model.inputs[0]})
+    return out
+
+
+def kernel_flop(specs: list[dict], batch: int = BATCH) -> float:
+    """FLOPs of a step's convolutions and matrix products: forward, weight gradient and (but for
+    the layer on the images) input gradient, each 2 x MACs."""
+    total = 0.0
+    for s in specs:
+        macs = batch * int(np.prod(s["out"])) * int(np.prod(s["kernel"][:-1]))  # out positions x (kh kw cin)
+        total += 2 * macs * (2 if s["takes_images"] else 3)
+    return total
+
+
+def conv_floor(model, steps: int, mode: str):
+    """The floor of a convnet's step: its convolutions and matrix products alone, forward, weight
+    gradient and input gradient (not for the images), at the net's shapes and batch 128; no bias,
+    norm, activation, pooling, loss, optimizer or data. Each layer's forward output stands in for
+    the gradient it gets, its input gradient feeds its next step's input, so nothing is hoisted or
+    dropped. mode: "graph" (TensorFlow's kernels, oneDNN, in a tf.while_loop: bnexp's graph
+    execution), "xla" (one XLA while loop: bnexp's xla execution) or "xla_call" (one XLA call
+    per step: where XLA can still call its library convolutions). Returns run(n) -> seconds."""
+    import tensorflow as tf
+
+    specs = kernel_layers(model)
+    rng = np.random.default_rng(0)
+    xs = [tf.constant(rng.random((BATCH, *s["in"]), dtype=np.float32)) for s in specs]
+    ws = [tf.constant(rng.normal(0, 0.05, s["kernel"]).astype(np.float32)) for s in specs]
+
+    def one_step(inputs):
+        total, nxt = 0.0, []
+        for s, x, w in zip(specs, inputs, ws):
+            st = [1, *s["strides"], 1]
+            if s["conv"]:
+                y = tf.nn.conv2d(x, w, st, s["padding"])
+                dw = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=w.shape, out_backprop=y, strides=st,
+                                                     padding=s["padding"])
+                dx = None if s["takes_images"] else tf.raw_ops.Conv2DBackpropInput(
+                    input_sizes=x.shape, filter=w, out_backprop=y, strides=st, padding=s["padding"])
+            else:
+                y = tf.matmul(x, w)
+                dw = tf.matmul(x, y, transpose_a=True)
+                dx = None if s["takes_images"] else tf.matmul(y, w, transpose_b=True)
+            total += tf.reduce_sum(dw)
+            nxt.append(x if dx is None else x + 1e-12 * dx)
+        return nxt, total
+
+    if mode == "xla_call":
+        f = tf.function(one_step, jit_compile=True)
+
+        def run(n: int) -> float:
+            t0 = perf_counter()
+            inputs, total = list(xs), None
+            for _ in range(n):
+                inputs, total = f(inputs)
+            float(total) if total is not None else None
+            return perf_counter() - t0
+
+        run(1)  # compiles
+        return run
+
+    @tf.function(jit_compile=mode == "xla")
+    def loop(n):
+        def body(i, acc, *inputs):
+            nxt, total = one_step([x + acc for x in inputs])
+            return (i + 1, acc + 1e-12 * total, *nxt)
+
+        return tf.while_loop(lambda i, acc, *_: i < n, body, (tf.constant(0), tf.constant(0.0), *xs))[1]
+
+    def run(n: int) -> float:
+        t0 = perf_counter()
+        float(loop(tf.constant(n)))
+        return perf_counter() - t0
+
+    run(0)  # compiles
+    return run
+
+
+def bnexp_conv(ds, family: str, variant_name: str, execution: str, steps: int, tmp: Path) -> tuple[dict, object]:
+    """bnexp's train() on the family at `execution`, warmed up by a 2-step run (compiles; its
+    loop time is kept as a first sample); a runner of one `steps`-step run (the record's
+    train_time_s: the compiled calls alone, eval points in them)."""
+    from bnexp import train as T
+    from bnexp.models import resolve
+
+    variant, engine = resolve(variant_name), T.Engine()
+
+    def run(seed: int, n: int) -> dict:
+        run_dir = tmp / f"{family}-{execution}-{perf_counter_ns()}"
+        run_dir.mkdir()
+        rec = train_run(conv_config(family, seed=seed, steps=n, execution=execution), variant, ds, run_dir, engine)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return {"s": rec["train_time_s"] / n, "steps": n, "wall_s": rec["wall_time_s"], "compile_s": rec["compile_time_s"],
+                "eval_points": len(rec["history"]) - 1, "accuracy": rec["test_accuracy"], "test_loss": rec["test_loss"],
+                "train_loss": rec["train_loss"]}
+
+    warm = run(100, XLA_WHILE_STEPS)
+    return {"warm": warm}, lambda seed: run(seed, steps)
+
+
+def fit_conv(ds, family: str, variant_name: str, steps: int, **compile_kw) -> tuple[dict, object]:
+    """Keras fit on the same net and the same steps x 128 images; warmed up by a short fit (one
+    execution of steps_per_execution steps, else 2 steps); the epoch timed by a callback."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds = perf_counter() - self.t0
+
+    model, x, y = compiled_model(ds, 0, conv_config(family), variant_name, steps, **compile_kw)
+    warm_n = compile_kw.get("steps_per_execution", 2) * BATCH
+    t0 = perf_counter()
+    model.fit(x[:warm_n], y[:warm_n], batch_size=BATCH, epochs=1, verbose=0)
+    info = {"compile": {k: str(v) for k, v in compile_kw.items()}, "jit_compile_resolved": model.jit_compile,
+            "first_fit_s": perf_counter() - t0, "first_fit_steps": warm_n // BATCH}
+    timer = EpochTimer()
+
+    def epoch(seed: int) -> dict:
+        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[timer])
+        return {"s": timer.seconds / steps, "steps": steps}
+
+    return info, epoch
+
+
+def measure_convnets(b) -> dict:
+    """Item 11, in a process of its own: per family, bnexp at execution=graph and =xla, Keras fit
+    (default, jit, jit + spe50) and the floor (graph; XLA per call), `b.conv_steps` steps each, in
+    interleaved rounds. Figures are seconds per step. A loop whose XLA convolutions sit in a while
+    loop (bnexp's xla execution, the XLA floor loop) is timed over XLA_WHILE_STEPS steps when it
+    is 10x slower than graph (S steps would take many minutes). After round 1, a fit
+    configuration more than CONV_PRUNE times slower than fit's fastest runs no more (it cannot be
+    fit's best), nor do the XLA floors (diagnostics)."""
+    from bnexp.config import resolved
+
+    ds_full = load_data()
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for family, variant in CONVNETS:
+            steps = b.conv_steps
+            ds = conv_data(ds_full, steps, n_test=2 * lab_config().eval_samples)
+            default_exec = resolved(conv_config(family)).execution
+            say(f"{family} ({variant}): warm-ups: bnexp graph, bnexp xla ({XLA_WHILE_STEPS} steps), fit x 3, floors")
+            info, runners, capped = {"default_execution": default_exec}, {}, {}
+            for ex in ("graph", "xla"):
+                info[f"bnexp_{ex}"], runners[f"bnexp_{ex}"] = bnexp_conv(ds, family, variant, ex, steps, Path(tmp))
+            for name, kw in (("fit_default", {}), ("fit_jit", {"jit_compile": True}),
+                             ("fit_jit_spe50", {"jit_compile": True, "steps_per_execution": 50})):
+                info[name], runners[name] = fit_conv(ds, family, variant, steps, **kw)
+            model, _, _ = compiled_model(ds, 0, conv_config(family), variant, 1)
+            specs = kernel_layers(model)
+            for mode in ("graph", "xla_call", "xla") if family == "cnn" else ("graph", "xla_call"):
+                run = conv_floor(model, steps, mode)  # (the XLA loop once: where its convolutions stand)
+                n = steps if mode != "xla" else XLA_WHILE_STEPS
+                runners[f"floor_{mode}"] = (lambda run=run, n=n: lambda seed: {"s": run(n) / n, "steps": n})()
+            # bnexp xla: its warm-up's steps already show whether S steps are affordable
+            if info["bnexp_xla"]["warm"]["s"] > 10 * info["bnexp_graph"]["warm"]["s"]:
+                capped["bnexp_xla"] = XLA_WHILE_STEPS
+                runners.pop("bnexp_xla")
+            samples: dict[str, list[dict]] = {name: [] for name in runners}
+            if "bnexp_xla" in capped:
+                samples["bnexp_xla"] = [{**info["bnexp_xla"]["warm"], "cpu_share": None}]
+            load, pruned = [], []
+            for i in range(b.conv_rounds):
+                say(f"{family} round {i + 1}/{b.conv_rounds}: {steps} steps each of {', '.join(runners)}")
+                load.append(os.getloadavg()[0])
+                for name, fn in runners.items():
+                    gc.collect()
+                    w0, c0 = perf_counter(), time.process_time()
+                    sample = fn(i)
+                    sample["cpu_share"] = (time.process_time() - c0) / (perf_counter() - w0)
+                    samples.setdefault(name, []).append(sample)
+                if i == 0:  # fit's configurations that cannot be its best, and the XLA floors, run once
+                    best_fit = min(samples[k][0]["s"] for k in samples if k.startswith("fit"))
+                    for name in list(runners):
+                        if (name.startswith("fit") and samples[name][0]["s"] > CONV_PRUNE * best_fit
+                                or name.startswith("floor_xla")):
+                            pruned.append(name)
+                            runners.pop(name)
+            out[family] = {
+                "variant": variant, "steps": steps, "batch": BATCH, "config": conv_config(family).to_dict(),
+                "train_images": int(ds.x_train.shape[0]), "test_images": int(ds.x_test.shape[0]),
+                "info": info, "capped_steps": capped, "pruned_after_round_1": pruned,
+                "per_step_s": {k: stats([s["s"] for s in v]) for k, v in samples.items()},
+                "cpu_share": {k: stats([s["cpu_share"] for s in v if s.get("cpu_share") is not None] or [float("nan")])
+                              for k, v in samples.items()},
+                "samples": samples, "load_avg_per_round": load,
+                "kernel_layers": specs, "floor_flop_per_step": kernel_flop(specs),
+            }
+    return out
+
+
+def measure_conv_rss(exe: str, execution: str | None) -> dict:
+    """Peak RSS of a 200-step cnn run in its own process (the full training set: the command as
+    a user types it), at the default execution unless one is given."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [exe, "train", "--variant", "bn-pre", "--set", "model=cnn", "--dataset", DATASET, "--set", "steps=200",
+               *(["--set", f"execution={execution}"] if execution else []), "--results", tmp]
+        res = _checked(run_child(cmd))
+        times = run_times(tmp)
+    return {"peak_rss_mb": res["maxrss_mb"], "wall_s": res["wall_s"], "cmd": res["cmd"].replace(tmp, "<tmp>"),
+            "record": times}
+
+
+CONV_LOOPS = (  # (key, label); ratios are against the best of the fit rows
+    ("bnexp_graph", "bnexp train(), execution=graph (TensorFlow's oneDNN kernels, a tf.while_loop)"),
+    ("bnexp_xla", "bnexp train(), execution=xla (one XLA while loop)"),
+    ("fit_default", "Keras fit, default compile"),
+    ("fit_jit", "Keras fit, jit_compile=True"),
+    ("fit_jit_spe50", "Keras fit, jit_compile=True, steps_per_execution=50"),
+    ("floor_graph", "floor: the step's convolutions and products alone, graph (oneDNN)"),
+    ("floor_xla_call", "floor: the same, XLA, one call per step"),
+    ("floor_xla", "floor: the same, XLA, in a while loop (as bnexp's xla chunk)"),
+)
+
+
+def conv_rows(c: dict) -> list[dict]:
+    fits = [k for k in ("fit_default", "fit_jit", "fit_jit_spe50") if k in c["per_step_s"]]
+    best_fit = min(c["per_step_s"][k]["min"] for k in fits)
+    rows = []
+    for key, label in CONV_LOOPS:
+        if key not in c["per_step_s"]:
+            continue
+        st = c["per_step_s"][key]
+        note = []
+        if c["samples"][key][0]["steps"] != c["steps"]:
+            note.append(f"{c['samples'][key][0]['steps']} steps timed")
+        if key in c["pruned_after_round_1"]:
+            note.append("round 1 only")
+        rows.append({"key": key, "loop": label + (f" [{'; '.join(note)}]" if note else ""),
+                     "s_per_step": st["min"], "s_per_step_median": st["median"], "n": st["n"],
+                     "steps_per_s": 1 / st["min"], "x_best_fit": best_fit / st["min"],
+                     "gflops_floor": c["floor_flop_per_step"] / st["min"] / 1e9,
+                     "cores": c["cpu_share"][key]["median"]})
+    return rows
+
+
+# ---------------------------------------------------------------- what if (not in the default run)
+
+
+def fused_bn_call():
+    """Keras BatchNormalization's call, but a training-mode call on NHWC float32 inputs runs
+    TensorFlow's fused kernel (FusedBatchNormV3; oneDNN on CPU) in place of Keras's moments and
+    batch_normalization ops. The same function: batch mean and biased variance normalize, and
+    the moving averages get Keras's update (the kernel's variance is Bessel-corrected, so it is
+    scaled back by (n-1)/n). Results agree to float32 rounding, not bit for bit."""
+    import keras
+    import tensorflow as tf
+
+    original = keras.layers.BatchNormalization.call
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable and mask is None and len(inputs.shape) == 4 and self.axis in (-1, 3)
+                and not self.renorm and self.center and self.scale and inputs.dtype == tf.float32):
+            return original(self, inputs, training=training, mask=mask)
+        y, mean, var = tf.compat.v1.nn.fused_batch_norm(inputs, self.gamma, self.beta, epsilon=self.epsilon,
+                                                         is_training=True)
+        n = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum
+                                    + var * ((n - 1.0) / n) * (1.0 - self.momentum))
+        return y
+
+    return original, call
+
+
+def measure_what_if(b) -> dict:
+    """`--what-if`: a proposed library change measured before it is made. Per convnet, bnexp's
+    train() at execution=graph as it is, and with BatchNormalization's training pass through the
+    fused kernel while bnexp's program traces (so only bnexp's compiled step changes: the model,
+    its layers and what fit runs stay Keras's), against Keras fit (default, the fastest fit on
+    convnets here) on the same net and images. Interleaved rounds, seconds per step. Also the
+    two runs' losses at the same seed, to show the change keeps the numbers (to rounding)."""
+    import keras
+
+    ds_full = load_data()
+    original, fused = fused_bn_call()
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for family, variant in CONVNETS:
+            steps = b.conv_steps
+            ds = conv_data(ds_full, steps, n_test=2 * lab_config().eval_samples)
+            say(f"what if, {family}: warm-ups")
+            runners = {}
+            _, runners["bnexp_graph"] = bnexp_conv(ds, family, variant, "graph", steps, Path(tmp))
+            keras.layers.BatchNormalization.call = fused
+            try:
+                _, runners["bnexp_graph_fused_bn"] = bnexp_conv(ds, family, variant, "graph", steps, Path(tmp))
+            finally:
+                keras.layers.BatchNormalization.call = original
+            _, runners["fit_default"] = fit_conv(ds, family, variant, steps)
+            samples = {k: [] for k in runners}
+            load = []
+            for i in range(b.conv_rounds + 1):
+                say(f"what if, {family}, round {i + 1}/{b.conv_rounds + 1}")
+                load.append(os.getloadavg()[0])
+                for name, fn in runners.items():
+                    gc.collect()
+                    samples[name].append(fn(0))  # seed 0 each time: the two bnexp loops should agree
+            out[family] = {"steps": steps, "per_step_s": {k: stats([s["s"] for s in v]) for k, v in samples.items()},
+                           "samples": samples, "load_avg_per_round": load}
+    return out
+
+
+def render_what_if(w: dict) -> Table:
+    t = Table(title="What if bnexp's step ran BatchNormalization through the fused kernel (a probe; bnexp unchanged)")
+    for col in ("net", "loop", "ms / step, best (median)", "x fit default", "final test loss, seed 0"):
+        t.add_column(col, justify="left" if col in ("net", "loop") else "right")
+    for family, c in w.items():
+        fit = c["per_step_s"]["fit_default"]["min"]
+        for k, st in c["per_step_s"].items():
+            loss = c["samples"][k][0].get("test_loss")
+            t.add_row(family, k, f"{st['min'] * 1e3:.0f} ({st['median'] * 1e3:.0f})", f"{fit / st['min']:.2f}",
+                      f"{loss:.6f}" if loss is not None else "")
+    return t
 
 
 # ---------------------------------------------------------------- report
@@ -684,7 +1106,50 @@ def target_rows(r: dict, b: Budget) -> list[dict]:
         ("--help, list, import bnexp.cli load TensorFlow", "yes" if tf_loaded else "no", "no", not tf_loaded),
         ("peak RSS, bnexp train, one epoch", f"{rss_gb:.2f} GB", f"<= {lim['peak_rss_gb']} GB", rss_gb <= lim["peak_rss_gb"]),
     ]
+    n_runs = r["compare"]["runs"]
+    over = first["wall_s"] / (n_runs * e["bnexp_train"]["min"])
+    rows.insert(rows.index(next(row for row in rows if row[0].startswith("the same compare again"))), (
+        f"  compare's wall time over its {n_runs} runs' epochs trained alone (#17)",
+        f"{over:.1f}x ({first['wall_s']:.1f} s vs {n_runs} x {e['bnexp_train']['min']:.3f} s)",
+        f"<= {lim['compare_over_epochs']}x", over <= lim["compare_over_epochs"] if b.compare_seeds == 3 else None))
+    for family, c in r.get("convnets", {}).items():
+        rows += conv_target_rows(family, c)
+    if "conv_rss" in r:
+        gb = r["conv_rss"]["peak_rss_mb"] / 1024
+        rows.append(("peak RSS, bnexp train cnn, 200 steps" + (" (" + r["conv_rss"]["cmd"].split("--set execution=")[1].split()[0] + ")"
+                                                             if "execution=" in r["conv_rss"]["cmd"] else ""),
+                     f"{gb:.2f} GB (run {r['conv_rss']['wall_s']:.0f} s)", f"<= {lim['conv_peak_rss_gb']} GB",
+                     gb <= lim["conv_peak_rss_gb"]))
     return [{"target": n, "measured": m, "limit": limit, "pass": ok} for n, m, limit, ok in rows]
+
+
+def conv_target_rows(family: str, c: dict) -> list[tuple]:
+    """Issue #13 section 3: bnexp's steps/s over fit's best configuration on the same net and data."""
+    lim, ps = TARGETS["conv_speedup_vs_fit"], c["per_step_s"]
+    fits = [k for k in ("fit_default", "fit_jit", "fit_jit_spe50") if k in ps]
+    best_fit = min(fits, key=lambda k: ps[k]["min"])
+    default = c["info"]["default_execution"]
+
+    def over(key, stat="min"):
+        return ps[best_fit][stat] / ps[key][stat]
+
+    x = over(f"bnexp_{default}")
+    faster = min(("graph", "xla"), key=lambda ex: ps[f"bnexp_{ex}"]["min"])
+    slower = "xla" if faster == "graph" else "graph"
+    name = f"{family} ({c['variant']}, {c['steps']} steps)"
+    return [
+        (f"{name}: bnexp steps/s over fit's best ({best_fit}), default execution={default}",
+         f"{x:.2f}x best, {over(f'bnexp_{default}', 'median'):.2f}x median "
+         f"({1 / ps[f'bnexp_{default}']['min']:.2f} vs {1 / ps[best_fit]['min']:.2f} steps/s)",
+         f">= {lim}x", x >= lim),
+        ("  execution=graph and =xla over fit's best; which is faster",
+         f"graph {over('bnexp_graph'):.2f}x, xla {over('bnexp_xla'):.3f}x: {faster} is "
+         f"{ps[f'bnexp_{slower}']['min'] / ps[f'bnexp_{faster}']['min']:.0f}x faster", "(shown)", "info"),
+        ("  floor: the convolutions and products alone (graph), share of bnexp's step",
+         f"{ps['floor_graph']['min'] / ps[f'bnexp_{default}']['min']:.0%} ({ps['floor_graph']['min'] * 1e3:.0f} of "
+         f"{ps[f'bnexp_{default}']['min'] * 1e3:.0f} ms); fit's best over it {ps[best_fit]['min'] / ps['floor_graph']['min']:.1f}x",
+         "(shown)", "info"),
+    ]
 
 
 def render(r: dict) -> list[Table]:
@@ -716,13 +1181,29 @@ def render(r: dict) -> list[Table]:
     if got < 0.75 * cores:
         t.caption += (f"\nWARNING: bnexp's loop got only {got:.2f} of {cores} cores (median): other work was running, "
                       "so loops that use both cores look relatively slower. Run again on a quieter machine.")
+    tables = [t]
+    for family, c in r.get("convnets", {}).items():
+        ct = Table(title=f"{family} ({c['variant']}), fashion-mnist, batch {c['batch']}: seconds per step, best (median) of "
+                         f"{r['budget']['conv_rounds']} interleaved rounds of {c['steps']} steps")
+        for col in ("loop", "ms / step", "steps / s", "x fit's best", "GFLOP/s (floor's count)", "cores got", "n"):
+            ct.add_column(col, justify="left" if col == "loop" else "right")
+        for row in conv_rows(c):
+            ct.add_row(row["loop"], f"{row['s_per_step'] * 1e3:,.0f} ({row['s_per_step_median'] * 1e3:,.0f})",
+                       f"{row['steps_per_s']:.2f}", f"{row['x_best_fit']:.3f}" if row["x_best_fit"] < 0.1 else f"{row['x_best_fit']:.2f}",
+                       f"{row['gflops_floor']:.1f}", f"{row['cores']:.2f}" if row["cores"] == row["cores"] else "",
+                       str(row["n"]))
+        ct.caption = (f"{c['floor_flop_per_step'] / 1e9:.2f} GFLOP a step in the convolutions and products (forward, weight and "
+                      f"input gradients; {len(c['kernel_layers'])} layers). Default execution: {c['info']['default_execution']}. "
+                      f"bnexp's figure is train_time_s over the steps (eval points every {c['config']['eval_every']} steps "
+                      f"included); fit's is its epoch over the same {c['train_images']:,} images.")
+        tables.append(ct)
     g = Table(title="Targets")
     for col in ("target", "measured", "limit", "result"):
         g.add_column(col)
     for row in r["targets"]:
         g.add_row(row["target"], row["measured"], row["limit"],
                   {True: "[green]PASS[/]", False: "[red]FAIL[/]", None: "n/a (quick)", "info": ""}[row["pass"]])
-    return [t, g]
+    return [*tables, g]
 
 
 # ---------------------------------------------------------------- main
@@ -731,15 +1212,32 @@ def render(r: dict) -> list[Table]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds, seeds and steps: a smoke run")
-    ap.add_argument("--out", type=Path, default=HERE / "last-run.json", help="JSON results [benchmarks/last-run.json]")
+    ap.add_argument("--out", type=Path, help="JSON results [benchmarks/last-run.json; --what-if: none]")
+    ap.add_argument("--no-convnets", action="store_true", help="skip the convnet loops (item 11): the MLP bench alone")
+    ap.add_argument("--what-if", action="store_true",
+                    help="instead of the bench: measure a proposed change (BN through the fused kernel in bnexp's convnet step)")
     ap.add_argument("--two-at-once-child", action="store_true", help=argparse.SUPPRESS)  # item 1b, run by main
+    ap.add_argument("--convnets-child", action="store_true", help=argparse.SUPPRESS)  # item 11, run by main
+    ap.add_argument("--conv-steps", type=int, help=argparse.SUPPRESS)  # (trying the bench out: fewer steps)
     args = ap.parse_args(argv)
     b = QUICK if args.quick else FULL
+    if args.conv_steps:
+        b = dataclasses.replace(b, conv_steps=args.conv_steps)
     if args.two_at_once_child:
-        from bnexp.data import load_dataset
-
-        args.out.write_text(json.dumps(measure_two_at_once(load_dataset(DATASET), b), default=float))
+        args.out.write_text(json.dumps(measure_two_at_once(load_data(), b), default=float))
         return 0
+    if args.convnets_child:
+        args.out.write_text(json.dumps(measure_convnets(b), default=float))
+        return 0
+    if args.what_if:
+        w = {"machine": machine(), "what_if": measure_what_if(b)}
+        w["machine"]["load_avg_at_end"] = os.getloadavg()
+        Console(highlight=False, width=190).print(render_what_if(w["what_if"]))
+        if args.out:
+            args.out.write_text(json.dumps(w, indent=1, default=float) + "\n")
+            say(f"wrote {args.out}")
+        return 0
+    args.out = args.out or HERE / "last-run.json"
     started = perf_counter()
     r: dict = {"quick": args.quick, "budget": b.__dict__, "machine": machine()}
 
@@ -751,9 +1249,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"bnexp compare, 4 variants x {b.compare_seeds} seeds, twice")
     r["compare"] = measure_compare(exe, b.compare_seeds)
 
-    from bnexp.data import load_dataset
-
-    ds = load_dataset(DATASET)
+    ds = load_data()
     r["flop_per_sample"] = flop_per_sample(lab_config())
     say("matmul peak")
     peaks = [matmul_peak()]
@@ -773,6 +1269,20 @@ def main(argv: list[str] | None = None) -> int:
     say("matmul peak again")
     peaks.append(matmul_peak())
     r["matmul_peak_gflops_samples"], r["matmul_peak_gflops"] = peaks, max(peaks)  # noise only slows it down
+    if not args.no_convnets:
+        say(f"convnets (cnn, resnet), {b.conv_steps} steps a loop, {b.conv_rounds} rounds, in a child process")
+        with tempfile.TemporaryDirectory() as tmp:
+            child = Path(tmp) / "convnets.json"
+            _checked(run_child([sys.executable, str(Path(__file__).resolve()), "--convnets-child", "--out", str(child),
+                                *(["--quick"] if args.quick else []),
+                                *([f"--conv-steps={args.conv_steps}"] if args.conv_steps else [])]))
+            r["convnets"] = json.loads(child.read_text())
+        cnn = r["convnets"]["cnn"]
+        default = cnn["info"]["default_execution"]
+        slow_default = f"bnexp_{default}" in cnn["capped_steps"]  # 200 steps of it would take an hour
+        faster = min(("graph", "xla"), key=lambda ex: cnn["per_step_s"][f"bnexp_{ex}"]["min"])
+        say("peak RSS of bnexp train, cnn, 200 steps")
+        r["conv_rss"] = measure_conv_rss(exe, faster if slow_default else None)
 
     r["machine"]["load_avg_at_end"] = os.getloadavg()
     r["table_loops"] = loop_rows(r)
