@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from ..runs import strict  # one definition of strict JSON for every file bnexp writes
-from .rows import BN_INITIAL_SHARE_NOTE, _finite
+from .rows import BN_INITIAL_SHARE_NOTE, _finite, bn_statistics_off
 from .table import ORDER, Column, best_marks, columns
 
 
@@ -50,6 +50,8 @@ def _notes_text(row: dict) -> str:
     share = row.get("bn_initial_share")
     if _finite(share) and share > BN_INITIAL_SHARE_NOTE:
         notes.append(f"BN averages {share:.0%} initial")
+    elif bn_statistics_off(row):
+        notes.append(f"BN statistics off (variance ratio {row['bn_variance_ratio']:.2g})")
     return ", ".join(notes)
 
 
@@ -60,6 +62,12 @@ def explanations(rows: list[dict]) -> list[str]:
         notes.append("BN averages N% initial: BN's moving averages keep momentum ** steps of their start (mean 0, "
                      "variance 1), N% after so few steps, so inference-mode scores understate BN; train longer or "
                      "add --set bn_recalibrate=1000.")
+    if any(bn_statistics_off(r) and not (_finite(r.get("bn_initial_share"))
+                                         and r["bn_initial_share"] > BN_INITIAL_SHARE_NOTE) for r in rows):
+        notes.append("BN statistics off: the test-time inputs of the row's norms have this many times the variance "
+                     "their moving statistics hold (bn_variance_ratio, geometric mean over layers and runs; 1 is "
+                     "right), so inference-mode scores understate the net; add --set bn_recalibrate=1000, or train "
+                     "longer.")
     if any(r.get("n_trained_together") for r in rows):  # (a run reused in several sweep cells counts in each)
         notes.append("wall s: runs that trained alongside another (--workers; n_trained_together per row) shared "
                      "the cores; to compare speeds, train with --workers 1.")

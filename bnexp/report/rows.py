@@ -12,6 +12,11 @@ METRICS = ("test_accuracy", "test_loss")
 # A BN moving average starts at mean 0, variance 1 and keeps momentum**steps of that start.
 # Above this share, inference-mode scores describe the initializer as much as the data.
 BN_INITIAL_SHARE_NOTE = 0.05
+# A run's bn_variance_ratio: per moving-statistics norm, the test-time variance of its input over
+# its moving variance (1 when the moving statistics describe test time). Outside these bounds
+# (the geometric mean over a row's layers and finished runs) inference runs on statistics of
+# other inputs: a convnet after a few hundred steps at bn_momentum 0.99 measured 0.05-0.4.
+BN_VARIANCE_RATIO_NOTE = (0.5, 2.0)
 
 
 def _finite(x) -> bool:
@@ -36,6 +41,7 @@ def compare_rows(records: list[dict], baseline: str, target: float) -> list[dict
         row["steps_to_target"] = sum(hit) / len(hit) if hit and len(hit) == len(reached) else None
         row["n_reached_target"] = len(hit)
         row["bn_initial_share"] = max((bn_initial_share(r) for r in done), default=None, key=lambda x: x or 0)
+        row["bn_variance_ratio"] = bn_variance_ratio(done)
         row["n_reused"] = sum(1 for r in mine if r.get("reused"))
         row["n_trained_together"] = sum(1 for r in done if r.get("run_id") in shared)
         row["statuses"] = sorted({r.get("status") for r in mine})
@@ -79,6 +85,19 @@ def bn_initial_share(rec: dict) -> float | None:
     if not has_stats or cfg.get("bn_recalibrate") or not _finite(cfg.get("bn_momentum")) or not rec.get("steps"):
         return None
     return float(cfg["bn_momentum"]) ** int(rec["steps"])
+
+
+def bn_variance_ratio(records: list[dict]) -> float | None:
+    """The geometric mean of the runs' recorded bn_variance_ratio, over their layers; None when
+    no run recorded one (no norm with moving statistics, or a run older than the ratio)."""
+    logs = [math.log(v) for r in records for v in (r.get("bn_variance_ratio") or []) if _finite(v) and v > 0]
+    return math.exp(sum(logs) / len(logs)) if logs else None
+
+
+def bn_statistics_off(row: dict) -> bool:
+    """Whether a row's moving statistics do not describe its test inputs (BN_VARIANCE_RATIO_NOTE)."""
+    ratio = row.get("bn_variance_ratio")
+    return _finite(ratio) and not BN_VARIANCE_RATIO_NOTE[0] <= ratio <= BN_VARIANCE_RATIO_NOTE[1]
 
 
 def flatten(rec: dict, prefix: str = "") -> dict:
