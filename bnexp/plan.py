@@ -245,6 +245,12 @@ def execute(specs: list[RunSpec], source, *, executor=None, reuse: bool = True, 
 
         tf()  # quietly, before the memory check's Keras pulls it in
         _check_runs([specs[i] for i in todo], dataset)
+        told = set()
+        for i in todo:  # nets that will train but cannot learn: said once per variant, on stderr
+            for note in models.notes(specs[i].variant, specs[i].config):
+                if note not in told:
+                    told.add(note)
+                    emit("note", specs[i], {"note": note})
         executor = executor or build(specs[0].config)
         provenance = runs.provenance()
         driver = runs.machine()

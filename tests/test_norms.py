@@ -490,3 +490,20 @@ def test_import_bnexp_registers_the_layers_for_load_model(tmp_path, keras_first)
     name, values = out.strip().splitlines()[-2:]
     assert name == "GhostBatchNormalization"
     np.testing.assert_allclose(np.array(eval(values)), want, rtol=1e-5, atol=1e-6)
+
+
+def test_instance_norm_in_the_mlp_trains_and_is_named_once_as_a_net_that_cannot_learn(tmp_path):
+    from conftest import TINY, invoke
+
+    res = invoke(["compare", "plain", "in-pre", "--seeds", "2", "--results", tmp_path, *TINY])
+    assert res.exit_code == 0, res.stderr
+    lines = [line for line in res.stderr.splitlines() if "instance norm after a Dense" in line]
+    assert len(lines) == 1 and lines[0].startswith("note: in-pre") and "--set model=cnn" in lines[0]
+    assert "in-pre" in res.stdout  # it trained and is in the table
+    from bnexp import models
+    from bnexp.config import Config
+
+    assert models.notes(models.resolve("in-pre"), Config(model="cnn")) == []
+    assert models.notes(models.resolve("gn-pre"), Config()) == []
+    assert models.notes(models.resolve("plain"), Config(norm="instance")) == []  # no norm slot
+    assert models.notes(models.resolve("bn-pre"), Config(norm="instance")) != []  # the config's norm in the slot

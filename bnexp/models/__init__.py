@@ -74,6 +74,16 @@ def check(variant: Variant, cfg, input_shape: tuple[int, ...] | None = None, num
     build_with(Kit.recording(), variant, cfg, input_shape or _default_shape(cfg), num_classes)
 
 
+def notes(variant: Variant, cfg) -> list[str]:
+    """What a user should hear before a net that will train but cannot learn: instance norm in the
+    MLP normalizes each unit of a Dense over itself alone, so every such layer outputs its beta."""
+    if variant.has_norm_slot and (variant.norm or cfg.norm) == "instance" and cfg.model == "mlp":
+        return ["instance norm after a Dense normalizes each unit over itself alone, so the layer "
+                "outputs its beta and the net learns nothing (test accuracy at chance); it is meant for convnets: "
+                "--set model=cnn"]
+    return []
+
+
 def reads(variant: Variant, cfg, input_shape: tuple[int, ...] | None = None) -> set[str]:
     """The config keys building this variant's net reads (with the model key itself)."""
     proxy = Reads(cfg)
