@@ -1,5 +1,6 @@
 """Training one run: settings.py (what the loop takes from the config), program.py (the
-compiled program and the Engine that shares it), loop.py (the loop), checkpoint.py (packing
+compiled program and the Engine that shares it), fused.py (BN's training pass through TensorFlow's
+fused kernel, after a conv), loop.py (the loop), checkpoint.py (packing
 a checkpoint), signals.py (stop requests and progress), tensorboard.py (event files).
 
 Importing this package does not import TensorFlow; `tf()` does, on first use.
