@@ -27,7 +27,7 @@ TINY = ["--dataset", "mnist-sample", *(a for s in TINY_SETS for a in ("--set", s
 
 def pytest_collection_modifyitems(items):
     """Files that set RUN_FIRST (test_ray.py: a Ray cluster starts per test, the longest file by far)
-    run first, so that under `-n 3 --dist loadfile` the longest file is not the tail of the suite."""
+    run first, so that under `-n 2 --dist loadfile` the longest file is not the tail of the suite."""
     items.sort(key=lambda item: not getattr(item.module, "RUN_FIRST", False))  # (stable: order within kept)
 
 
