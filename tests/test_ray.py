@@ -32,7 +32,6 @@ needs_ray = pytest.mark.skipif(not HAS_RAY, reason="Ray is not installed: pip in
 
 TINY = ["--dataset", "mnist-sample", "--set", "steps=6", "--set", "width=8", "--set", "eval_every=3"]
 SETS = ["steps=6", "width=8", "eval_every=3"]
-RUN_FIRST = True  # the longest file of the suite: conftest schedules it first
 COMPARE = ["compare", "plain", "bn-pre", "--seeds", "2", *TINY]
 METRIC_KEYS = ("test_accuracy", "test_loss", "train_accuracy", "train_loss", "steps", "history")
 AUTH = {"RAY_AUTH_MODE": "token"}  # explicit, for every cluster and client here: see `ray_auth`
