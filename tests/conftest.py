@@ -8,24 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from typer.testing import CliRunner
 
 from bnexp import data
 from bnexp.cli import app
-
-# The suite runs in 2 processes on 2 cores (pytest-xdist, pyproject.toml). TensorFlow's intra-op
-# pool is one thread per core per process, so two processes oversubscribe the cores, and the tiny
-# nets here gain nothing from it. Set before TensorFlow loads, here and in every process a test
-# starts (they inherit the environment); a user's own setting wins.
-os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 # The tiny config every training test uses: 4,000 real digits, 20 steps of a 16-unit net. CLI tests
 # pass TINY; library tests build the same experiment with tiny(), overriding keys with `sets`.

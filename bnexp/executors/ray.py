@@ -46,7 +46,8 @@ RETRIES_ENV = "BNEXP_RAY_RETRIES"  # times Ray retries a run whose worker or nod
 DEFAULT_RETRIES = 2
 POLL_S = 0.2  # how often the driver looks at progress and stop requests (a task's end wakes it at once)
 REPORT_EVERY_S = 0.5  # a worker tells its progress and asks "stop?" at most this often (at a chunk boundary)
-CONNECT_TIMEOUT_S = 15  # an address that answers no Ray cluster within this is an error
+CONNECT_TIMEOUT_S = 60  # an address that answers no Ray cluster within this is an error (a ray:// client
+# session took over 15 s to open on a loaded 2-core machine)
 PROBE_TIMEOUT_S = 120  # each node's version check (it may have to start a worker process)
 # the driver's environment that workers get (runtime_env): bnexp's own settings and test hooks
 FORWARD_ENV = ("TF_CPP_MIN_LOG_LEVEL",)
