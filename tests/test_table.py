@@ -247,8 +247,15 @@ def test_bn_statistics_that_do_not_describe_test_inputs_are_noted_under_the_tabl
     assert abs(by["bn-pre"]["bn_variance_ratio"] - expected) < 1e-12 and by["plain"]["bn_variance_ratio"] is None
     assert by["bn-pre"]["bn_initial_share"] < 0.05  # the share alone would not have said it
     text, _ = render(rows, 100)
-    assert flat(text).count("BN statistics off") == 1 and f"{expected:.2g}x the variance" in flat(text)
+    assert flat(text).count("BN statistics off") == 1 and "under 0.5x or over 2x the variance" in flat(text)
     assert "bn_recalibrate=1000" in flat(text)
+    # a second row whose statistics are off (the other way) shares the one footnote
+    records += [{**rec("brn-pre", s, 0.5, steps=300), "bn_variance_ratio": [3.1, 2.7]} for s in range(3)]
+    rows2 = compare_rows(records, "plain", 0.8)
+    text2, _ = render(rows2, 100)
+    assert flat(text2).count("BN statistics off") == 1
+    mark = next(ln for ln in text2.splitlines() if "BN statistics off" in ln).strip()[0]
+    assert sum(mark in ln for ln in text2.splitlines() if ln.lstrip().startswith(("bn-pre", "brn-pre"))) == 2
     md = to_markdown(rows, "plain")
     assert f"BN statistics off (variance ratio {expected:.2g})" in md and md.count("BN statistics off") == 2  # cell + note
     out = json.loads(to_json(rows, records), parse_constant=lambda c: pytest.fail(c))

@@ -29,7 +29,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from .rows import BN_INITIAL_SHARE_NOTE, _finite, bn_statistics_off
+from .rows import BN_INITIAL_SHARE_NOTE, BN_VARIANCE_RATIO_NOTE, _finite, bn_statistics_off
 from .stats import format_p
 
 PRIORITY = ("variant", "norm", "n", "test_accuracy", "diff", "p", "verdict")
@@ -164,10 +164,12 @@ def row_notes(row: dict) -> list[tuple[str, str]]:
                                        "bn_momentum ** steps of their start (mean 0, variance 1), so inference-mode "
                                        "scores understate BN; train longer or add --set bn_recalibrate=1000."))
     elif bn_statistics_off(row):
-        notes.append(("test_accuracy", f"BN statistics off: test-time inputs of its norms have "
-                                       f"{row['bn_variance_ratio']:.2g}x the variance the moving statistics hold "
-                                       "(bn_variance_ratio, geometric mean), so inference-mode scores understate the "
-                                       "net; add --set bn_recalibrate=1000, or train longer."))
+        # one text for every such row, so they share one footnote; each row's ratio is in the reports
+        lo, hi = BN_VARIANCE_RATIO_NOTE
+        notes.append(("test_accuracy", f"BN statistics off: the test-time inputs of the row's norms have under {lo:g}x "
+                                       f"or over {hi:g}x the variance the moving statistics hold (bn_variance_ratio "
+                                       "in the md/csv/json reports), so inference-mode scores understate the net; "
+                                       "add --set bn_recalibrate=1000, or train longer."))
     if row.get("n_trained_together"):
         notes.append(("wall_time_s", "wall s: runs that trained alongside another (--workers) shared the cores; "
                                      "to compare speeds, train with --workers 1."))
