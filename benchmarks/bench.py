@@ -773,10 +773,12 @@ def conv_floor(model, steps: int, mode: str):
     return run
 
 
-def bnexp_conv(ds, family: str, variant_name: str, execution: str, steps: int, tmp: Path) -> tuple[dict, object]:
+def bnexp_conv(ds, family: str, variant_name: str, execution: str, steps: int, tmp: Path,
+               eval_every: int | None = None) -> tuple[dict, object]:
     """bnexp's train() on the family at `execution`, warmed up by a 2-step run (compiles; its
     loop time is kept as a first sample); a runner of one `steps`-step run (the record's
-    train_time_s: the compiled calls alone, eval points in them)."""
+    train_time_s: the compiled calls alone, eval points in them). eval_every=NO_EVAL: no eval
+    point, the same work as fit's epoch."""
     from bnexp import train as T
     from bnexp.models import resolve
 
@@ -785,7 +787,9 @@ def bnexp_conv(ds, family: str, variant_name: str, execution: str, steps: int, t
     def run(seed: int, n: int) -> dict:
         run_dir = tmp / f"{family}-{execution}-{perf_counter_ns()}"
         run_dir.mkdir()
-        rec = train_run(conv_config(family, seed=seed, steps=n, execution=execution), variant, ds, run_dir, engine)
+        changes = {"eval_every": eval_every} if eval_every else {}
+        rec = train_run(conv_config(family, seed=seed, steps=n, execution=execution, **changes), variant, ds, run_dir,
+                        engine)
         shutil.rmtree(run_dir, ignore_errors=True)
         return {"s": rec["train_time_s"] / n, "steps": n, "wall_s": rec["wall_time_s"], "compile_s": rec["compile_time_s"],
                 "eval_points": len(rec["history"]) - 1, "accuracy": rec["test_accuracy"], "test_loss": rec["test_loss"],
@@ -843,6 +847,10 @@ def measure_convnets(b) -> dict:
             info, runners, capped = {"default_execution": default_exec}, {}, {}
             for ex in ("graph", "xla"):
                 info[f"bnexp_{ex}"], runners[f"bnexp_{ex}"] = bnexp_conv(ds, family, variant, ex, steps, Path(tmp))
+            # fit's epoch scores nothing; bnexp's default run scores 1,000 test images every eval_every
+            # steps inside its loop. Without them, bnexp does fit's work: the like-for-like figure.
+            info["bnexp_graph_no_eval"], runners["bnexp_graph_no_eval"] = bnexp_conv(
+                ds, family, variant, "graph", steps, Path(tmp), eval_every=NO_EVAL)
             for name, kw in (("fit_default", {}), ("fit_jit", {"jit_compile": True}),
                              ("fit_jit_spe50", {"jit_compile": True, "steps_per_execution": 50})):
                 info[name], runners[name] = fit_conv(ds, family, variant, steps, **kw)
@@ -903,6 +911,7 @@ def measure_conv_rss(exe: str, execution: str | None) -> dict:
 
 CONV_LOOPS = (  # (key, label); ratios are against the best of the fit rows
     ("bnexp_graph", "bnexp train(), execution=graph (TensorFlow's oneDNN kernels, a tf.while_loop)"),
+    ("bnexp_graph_no_eval", "bnexp train(), execution=graph, no eval point (fit's work: it scores nothing)"),
     ("bnexp_xla", "bnexp train(), execution=xla (one XLA while loop)"),
     ("fit_default", "Keras fit, default compile"),
     ("fit_jit", "Keras fit, jit_compile=True"),
@@ -1133,15 +1142,27 @@ def conv_target_rows(family: str, c: dict) -> list[tuple]:
     def over(key, stat="min"):
         return ps[best_fit][stat] / ps[key][stat]
 
-    x = over(f"bnexp_{default}")
+    # judged like for like: fit's timed epoch scores nothing, so bnexp's run without eval points
+    # (bench JSONs from before 2026-12-01's second session have only the run with them)
+    judged = "bnexp_graph_no_eval" if default == "graph" and "bnexp_graph_no_eval" in ps else f"bnexp_{default}"
+    x = over(judged)
     faster = min(("graph", "xla"), key=lambda ex: ps[f"bnexp_{ex}"]["min"])
     slower = "xla" if faster == "graph" else "graph"
     name = f"{family} ({c['variant']}, {c['steps']} steps)"
-    return [
-        (f"{name}: bnexp steps/s over fit's best ({best_fit}), default execution={default}",
-         f"{x:.2f}x best, {over(f'bnexp_{default}', 'median'):.2f}x median "
-         f"({1 / ps[f'bnexp_{default}']['min']:.2f} vs {1 / ps[best_fit]['min']:.2f} steps/s)",
+    what = "no eval point, as fit" if judged.endswith("no_eval") else "eval points in"
+    rows = [
+        (f"{name}: bnexp steps/s over fit's best ({best_fit}), default execution={default}, {what}",
+         f"{x:.2f}x best, {over(judged, 'median'):.2f}x median "
+         f"({1 / ps[judged]['min']:.2f} vs {1 / ps[best_fit]['min']:.2f} steps/s)",
          f">= {lim}x", x >= lim),
+    ]
+    if judged != f"bnexp_{default}":
+        e = c["samples"][f"bnexp_{default}"][0].get("eval_points")
+        rows.append((f"  the same with a default run's eval points ({e} of {c['config']['eval_samples']:,} test images)",
+                     f"{over(f'bnexp_{default}'):.2f}x best, {over(f'bnexp_{default}', 'median'):.2f}x median; "
+                     f"they cost {ps[f'bnexp_{default}']['min'] / ps[judged]['min'] - 1:.1%} of the step",
+                     "(shown)", "info"))
+    return rows + [
         ("  execution=graph and =xla over fit's best; which is faster",
          f"graph {over('bnexp_graph'):.2f}x, xla {over('bnexp_xla'):.3f}x: {faster} is "
          f"{ps[f'bnexp_{slower}']['min'] / ps[f'bnexp_{faster}']['min']:.0f}x faster", "(shown)", "info"),
