@@ -665,7 +665,7 @@ XLA_WHILE_STEPS = 2  # steps timed where a loop's XLA convolutions would make S 
 def conv_config(family: str, **changes):
     """bnexp's defaults for the family: cnn 16 filters, 2 stages x 2 convs; resnet n=1 (ResNet-8);
     Adam 1e-3, batch 128. Eval points as often as in a default run on the full training set."""
-    cfg = lab_config(model=family, eval_every=lab_config().steps_per_epoch(60_000) // 10, **changes)
+    cfg = lab_config(**{"model": family, "eval_every": lab_config().steps_per_epoch(60_000) // 10, **changes})
     assert (cfg.filters, cfg.stages, cfg.convs_per_stage, cfg.blocks_per_stage) == (16, 2, 2, 1)
     return cfg
 
