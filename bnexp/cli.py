@@ -244,6 +244,7 @@ def _run(specs, source, *, reuse=True, force=False, retry_failed=False, quiet=Fa
 def list_(keys: Annotated[bool, typer.Option("--keys", help="also list every config key")] = False,
           debug: Debug_ = False):
     """Show the models, variants, normalizers, datasets and executors (and, with --keys, the config keys)."""
+    from rich.markup import escape
     from rich.table import Table
 
     from . import data, models
@@ -255,7 +256,7 @@ def list_(keys: Annotated[bool, typer.Option("--keys", help="also list every con
         for k, c in enumerate(columns):
             t.add_column(c, style="bold" if k == 0 else None)
         for row in rows:
-            t.add_row(*row)
+            t.add_row(*map(escape, row))  # plain text: "[ray]" in a description is not Rich markup
         out.print(t)
 
     table("models (--set model=NAME)", ("name", "description"), [(n, f.description) for n, f in models.FAMILIES.items()])
@@ -274,9 +275,9 @@ def list_(keys: Annotated[bool, typer.Option("--keys", help="also list every con
         for c in ("key", "type", "default", "meaning"):
             t.add_column(c)
         for row in documented_keys():
-            t.add_row(*row)
+            t.add_row(*map(escape, row))
         for k, doc in EXPERIMENT_KEYS.items():
-            t.add_row(k, "experiment", "", doc)
+            t.add_row(k, "experiment", "", escape(doc))
         out.print(t)
 
 

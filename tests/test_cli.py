@@ -32,6 +32,9 @@ def test_list_shows_variants_and_datasets():
     for name in VARIANTS + DATASETS:
         assert name in res.stdout
     assert "config keys" not in res.stdout
+    flat = " ".join(res.stdout.replace("│", " ").split())
+    # descriptions are plain text: brackets in them are not Rich markup, which would eat them
+    assert "pip install 'bnexp[ray]'" in flat and "[block of width units]" in flat
 
 
 def test_list_keys_shows_config_and_experiment_keys():
@@ -302,7 +305,7 @@ def test_sweep_dry_run_lists_8_runs_and_trains_nothing(earlier, tmp_path):
     f.write_text(SWEEP)
     res = invoke(["sweep", f, "--dry-run", "--results", earlier.results])
     assert res.exit_code == 0, res.stderr
-    flat = " ".join(res.stdout.split())  # the title may wrap over the table's width
+    flat = " ".join(res.stdout.replace("│", " ").split())  # the title may wrap over the table's width
     assert "8 runs (lr: 2 values)" in flat
     numbers = [line.split("│")[1].strip() for line in res.stdout.splitlines() if line.startswith("│")]
     assert numbers == [str(i) for i in range(1, 9)]
