@@ -591,6 +591,15 @@ def test_e2e_train_and_eval_each_kind(tmp_path, cli, kind):
     out = json.loads(res.stdout)
     assert out["dataset_sha256"] == rec["dataset_sha256"] and out["n_test"] == rec["n_test"]
     assert abs(out["test_accuracy"] - rec["test_accuracy"]) < 1e-6
+    # plain Keras: the saved model has one logit per class and scores its recorded accuracy
+    import keras
+
+    model = keras.saving.load_model(tmp_path / "results" / rec["run_id"] / "model.keras")
+    assert model.output_shape[-1] == classes
+    ds = data.load_dataset(dataset, str(tmp_path))
+    x = ds.x_test.astype("float32") / 255.0 if ds.x_test.dtype == np.uint8 else ds.x_test
+    acc = float(np.mean(np.argmax(model.predict(x, verbose=0), axis=-1) == ds.y_test))
+    assert abs(acc - rec["test_accuracy"]) < 1e-6 and len(ds.y_test) == rec["n_test"]
 
 
 def test_e2e_folder_cnn_and_cache(tmp_path, cli):
