@@ -299,6 +299,9 @@ def train(variant: Annotated[Optional[str], typer.Option("--variant", "-v", help
         flags = dict(dataset=dataset, epochs=epochs, lr=lr, batch_size=batch_size, data_dir=data_dir,
                      results=results, execution=execution, workers=workers, executor=executor)
         exp = _experiment(config, flags, set_, seed=seed)
+        from .executors import check
+
+        check(exp.config)  # before the data are looked for
         if exp.seeds_named and len(exp.seeds) > 1:
             raise UsageError("train takes one --seed; use `bnexp compare VARIANT --seeds N` for several")
         name = variant or (exp.variants[0] if len(exp.variants) == 1 else None)

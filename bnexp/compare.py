@@ -32,7 +32,10 @@ class Comparison:
 
 def check(exp: Experiment, baseline: str | None, fmt: str | None) -> str:
     """What a comparison can check from the command alone, before the data are looked for or
-    anything is planned: the output format, the baseline, the results folder. Returns the baseline."""
+    anything is planned: the output format, the baseline, the executor, the results folder.
+    Returns the baseline."""
+    from . import executors
+
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: choose md, csv or table (or --json)")
     names = list(dict.fromkeys(exp.variants))
@@ -41,6 +44,7 @@ def check(exp: Experiment, baseline: str | None, fmt: str | None) -> str:
         from .errors import nearest
 
         raise UsageError(f"baseline {base!r} is not among the variants compared{nearest(base, names)}: {', '.join(names)}")
+    executors.check(exp.config)
     runs.ensure_results(exp.config.results)
     return base
 

@@ -412,14 +412,25 @@ def test_a_node_with_other_versions_is_refused_before_any_run(external, tmp_path
 
 
 def test_no_ray_installed_names_the_extra(tmp_path):
+    """Without Ray, --executor ray is one line naming the extra, from the command alone: before
+    the data are looked for or TensorFlow is imported (compare, sweep and train)."""
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("variants: [plain]\nseeds: 1\ngrid: {lr: [0.001, 0.01]}\n")
+    tail = ["--executor", "ray", "--results", str(tmp_path / "r")]
+    commands = [[*COMPARE, *tail], ["sweep", str(sweep), *TINY, *tail], ["train", "--variant", "plain", *TINY, *tail],
+                [*COMPARE, "--executor", "rya", "--results", str(tmp_path / "r")]]  # and a typo, just as early
     code = ("import sys; sys.modules['ray'] = None\n"  # `import ray` raises ImportError, as without Ray
             "from typer.testing import CliRunner\nfrom bnexp.cli import app\n"
-            f"res = CliRunner().invoke(app, {[*COMPARE, '--executor', 'ray', '--results', str(tmp_path / 'r')]!r})\n"
-            "print(res.exit_code); print(res.stderr.strip())")
+            f"for args in {commands!r}:\n"
+            "    res = CliRunner().invoke(app, args)\n"
+            "    print(res.exit_code, 'tensorflow' in sys.modules, res.stderr.strip())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=tmp_path)
     lines = out.stdout.strip().splitlines()
-    assert lines[0] == "2", out.stdout + out.stderr
-    assert len(lines) == 2 and lines[1].startswith("error: ") and "pip install 'bnexp[ray]'" in lines[1]
+    assert len(lines) == 4, out.stdout + out.stderr
+    for line, want in zip(lines, ["pip install 'bnexp[ray]'"] * 3 + ["unknown executor 'rya' (did you mean 'ray'?)"]):
+        exit_code, tf_loaded, msg = line.split(" ", 2)
+        assert (exit_code, tf_loaded) == ("2", "False"), line
+        assert msg.startswith("error: ") and want in msg, line
     assert not list((tmp_path / "r").glob("*-s*-*"))
 
 

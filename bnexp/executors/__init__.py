@@ -86,22 +86,38 @@ def _process(cfg):
     return ProcessExecutor(cfg.resolved_workers())
 
 
+_NO_RAY = "--executor ray needs Ray: pip install 'bnexp[ray]'"
+
+
 def _ray(cfg):
     """a Ray cluster (pip install 'bnexp[ray]'): --ray-address, $RAY_ADDRESS, or a new local cluster"""
     try:
         from .ray import RayExecutor
     except ImportError as e:
         if "ray" in str(e):
-            raise UsageError("--executor ray needs Ray: pip install 'bnexp[ray]'") from None
+            raise UsageError(_NO_RAY) from None
         raise
     return RayExecutor.from_config(cfg)
 
 
+_ray.needs = ("ray", _NO_RAY)  # (module, the line when it is not installed)
+
 EXECUTORS: dict[str, Callable] = {"local": _local, "process": _process, "ray": _ray}
+
+
+def check(cfg) -> None:
+    """What the command alone tells of the executor, before any data or TensorFlow: a known name,
+    and the library it needs installed (looked up, not imported: no Ray starts here)."""
+    import importlib.util
+
+    if cfg.executor not in EXECUTORS:
+        raise unknown_name("executor", cfg.executor, EXECUTORS)
+    module, line = getattr(EXECUTORS[cfg.executor], "needs", (None, ""))
+    if module is not None and importlib.util.find_spec(module) is None:
+        raise UsageError(line)
 
 
 def build(cfg) -> Executor:
     """The executor `cfg.executor` names."""
-    if cfg.executor not in EXECUTORS:
-        raise unknown_name("executor", cfg.executor, EXECUTORS)
+    check(cfg)
     return EXECUTORS[cfg.executor](cfg)
