@@ -578,8 +578,8 @@ def test_e2e_train_and_eval_each_kind(tmp_path, cli, kind):
         color_npz(tmp_path / "c.npz")
         dataset, shape, classes = "npz:c.npz", [32, 32, 3], 3
     elif kind == "folder":
-        png_folder(tmp_path / "p", classes=("a", "b", "c"), n=6)
-        dataset, shape, classes = "folder:p", [8, 10, 1], 3
+        png_folder(tmp_path / "p", n=6)  # 2 classes, cat and dog
+        dataset, shape, classes = "folder:p", [8, 10, 1], 2
     else:
         wine_like_csv(tmp_path / "w.csv")
         dataset, shape, classes = "csv:w.csv", [5], 3
@@ -626,16 +626,61 @@ def test_e2e_csv_refuses_a_convnet(tmp_path, cli):
     assert not (tmp_path / "results").exists() or not any(p.name != ".cache" for p in (tmp_path / "results").iterdir())
 
 
-@pytest.mark.parametrize("make, dataset, phrase", [
-    (lambda t: np.savez(t / "w.npz", a=np.zeros(3)), "npz:w.npz", "needs arrays x_train"),
-    (lambda t: (t / "r.csv").write_text("a,label\n1,x\n2\n"), "csv:r.csv", "line 3"),
-    (lambda t: None, "folder:nowhere", "does not exist"),
-])
-def test_e2e_bad_data_is_one_line_exit_2(tmp_path, cli, make, dataset, phrase):
+def _one_dog(t):
+    png_folder(t / "p", n=4)
+    for p in sorted((t / "p" / "dog").iterdir())[1:]:
+        p.unlink()
+
+
+def _broken_png(t):
+    png_folder(t / "p", n=3)
+    (t / "p" / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n but not really")
+
+
+def _truncated_png(t):
+    png_folder(t / "p", n=3, size=(64, 64))
+    img = t / "p" / "cat" / "img001.png"
+    img.write_bytes(img.read_bytes()[:600])  # the header parses; the pixels are cut short
+
+
+def _two_sizes(t):
+    png_folder(t / "p", n=3, size=(8, 8))
+    Image.fromarray(np.zeros((12, 9), np.uint8)).save(t / "p" / "dog" / "big.png")
+
+
+# every bad-data case of the issue, through the CLI: (make the data in tmp_path, --dataset, phrases)
+BAD_DATA = {
+    "missing-npz": (lambda t: None, "npz:nope.npz", ["nope.npz", "does not exist; fix the path"]),
+    "missing-folder": (lambda t: None, "folder:nowhere", ["nowhere", "does not exist; fix the path"]),
+    "missing-csv": (lambda t: None, "csv:nope.csv", ["nope.csv", "does not exist; fix the path"]),
+    "npz-arrays": (lambda t: np.savez(t / "w.npz", a=np.zeros(3)), "npz:w.npz", ["w.npz", "needs arrays x_train"]),
+    "npz-lengths": (lambda t: np.savez(t / "l.npz", x=np.zeros((10, 3, 3), np.uint8), y=np.arange(9) % 2), "npz:l.npz",
+                    ["l.npz: x has 10 rows but y has 9"]),
+    "single-class": (lambda t: png_folder(t / "one", classes=("cat",), n=4), "folder:one",
+                     ["one: has only one class folder", "at least 2"]),
+    "class-too-small": (_one_dog, "folder:p", ["class 'dog' has 1 images", "add images to it or remove the class"]),
+    "no-images": (lambda t: (t / "f").mkdir(), "folder:f", ["f: holds no class subfolders with images"]),
+    "unreadable-image": (_broken_png, "folder:p", ["p/dog/broken.png: is not a readable image", "fix or remove"]),
+    "truncated-image": (_truncated_png, "folder:p", ["p/cat/img001.png: is truncated or unreadable", "fix or remove"]),
+    "sizes-differ": (_two_sizes, "folder:p", ["images differ in size", "give image_size"]),
+    "csv-ragged": (lambda t: (t / "r.csv").write_text("a,label\n1,x\n2\n"), "csv:r.csv", ["r.csv line 3", "fix the row"]),
+    "csv-empty-cell": (lambda t: (t / "r.csv").write_text("a,b,label\n1,2,x\n3,,y\n5,6,x\n7,8,y\n"), "csv:r.csv",
+                       ["r.csv line 3, column 'b': is empty"]),
+    "csv-non-numeric": (lambda t: (t / "c.csv").write_text("size,color,label\n1,red,x\n2,blue,y\n3,red,x\n4,green,y\n"),
+                        "csv:c.csv", ["column 'color' is not numeric", "one-hot encode it"]),
+    "csv-label-column": (lambda t: wine_like_csv(t / "w.csv"), "csv:w.csv --set label_column=class",
+                         ["has no column 'class'", "its columns are f1, f2, label, f3, f4, f5"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DATA))
+def test_e2e_bad_data_is_one_line_exit_2(tmp_path, cli, case):
+    """Each case: one line naming the file and the fix, exit 2, and no run folder."""
     invoke, assert_one_error_line = cli
+    make, dataset, phrases = BAD_DATA[case]
     make(tmp_path)
-    res = invoke(["train", "--variant", "bn-pre", "--dataset", dataset, *TINY_RUN])
-    assert_one_error_line(res, 2, phrase)
+    res = invoke(["train", "--variant", "bn-pre", "--dataset", *dataset.split(), *TINY_RUN])
+    assert_one_error_line(res, 2, *phrases)
     assert not (tmp_path / "results").exists() or not any(p.name != ".cache" for p in (tmp_path / "results").iterdir())
 
 
