@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_folders
+from conftest import invoke, run_folders
 
 CMD = ["train", "--variant", "dropout", "--dataset", "mnist-sample", "--set", "steps=300", "--set", "width=32",
        "--set", "eval_every=50", "--set", "checkpoint_every=25", "--seed", "3"]
@@ -27,6 +27,14 @@ def bnexp(*args, signal_at: str | None = None, **kw):
         env["BNEXP_TEST_SIGNAL_AT"] = signal_at
     return subprocess.Popen([sys.executable, "-m", "bnexp.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, **kw)
+
+
+def ok(*args) -> str:
+    """The CLI in this process, for the runs no signal cuts (a TensorFlow import less than a
+    subprocess); the runs a signal cuts are always processes of their own. Returns stdout."""
+    res = invoke([*args])
+    assert res.exit_code == 0, f"{res.stderr}\n{res.exception!r}"
+    return res.stdout
 
 
 def _only_run(results: Path) -> Path:
@@ -44,8 +52,7 @@ def _final(results: Path) -> dict:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     results = tmp_path_factory.mktemp("whole")
-    proc = bnexp(*CMD, "--results", str(results))
-    assert proc.wait(300) == 0, proc.communicate()
+    ok(*CMD, "--results", str(results))
     return _final(results)
 
 
@@ -66,8 +73,7 @@ def test_interrupted_run_resumes_to_the_same_metrics(tmp_path, uninterrupted, si
         assert rec["status"] == "interrupted" and "resume" in err and "Traceback" not in err
         assert rec["step"] == CUT_AT
     # the same command again resumes the same folder and ends where an uninterrupted run ends
-    again = bnexp(*CMD, "--results", str(tmp_path))
-    assert again.wait(300) == 0, again.communicate()
+    ok(*CMD, "--results", str(tmp_path))
     final = _final(tmp_path)
     assert final["run_id"] == run.name and final["status"] == "finished" and final["resumed_from_step"] == CUT_AT
     for key in ("test_accuracy", "test_loss", "train_loss", "train_accuracy"):
@@ -83,8 +89,7 @@ def test_ctrl_c_stops_runs_training_at_once_and_they_resume_to_the_same_metrics(
     """compare --workers 2 trains two runs at once: one Ctrl-C checkpoints both; the same
     command then resumes both and ends where one-at-a-time runs end."""
     whole = tmp_path / "whole"
-    proc = bnexp(*COMPARE, "--workers", "1", "--results", str(whole))
-    assert proc.wait(300) == 0, proc.communicate()
+    ok(*COMPARE, "--workers", "1", "--results", str(whole))
     expected = {r["variant"]: r for r in map(lambda p: json.loads(p.read_text()), whole.glob("*/metrics.json"))}
 
     results = tmp_path / "cut"
@@ -97,8 +102,7 @@ def test_ctrl_c_stops_runs_training_at_once_and_they_resume_to_the_same_metrics(
     assert set(cut) == {"dropout", "bn-pre"} and all(r["status"] == "interrupted" for r in cut.values()), cut
     assert all(0 < r["step"] < 150 for r in cut.values())
 
-    again = bnexp(*COMPARE, "--workers", "2", "--results", str(results))
-    assert again.wait(300) == 0, again.communicate()
+    ok(*COMPARE, "--workers", "2", "--results", str(results))
     final = {r["variant"]: r for r in map(lambda p: json.loads(p.read_text()), results.glob("*/metrics.json"))}
     for variant, rec in final.items():
         assert rec["run_id"] == cut[variant]["run_id"] and rec["status"] == "finished" and rec["resumed_from_step"] > 0
@@ -110,10 +114,7 @@ def test_resume_by_run_id(tmp_path, uninterrupted):
     proc = bnexp(*CMD, "--results", str(tmp_path), signal_at=f"{CUT_AT}:KILL")
     assert proc.wait(300) == -9
     run = _only_run(tmp_path)
-    again = bnexp("train", "--resume", run.name, "--results", str(tmp_path), "--json")
-    out, err = again.communicate(timeout=300)
-    assert again.returncode == 0, err
-    rec = json.loads(out)
+    rec = json.loads(ok("train", "--resume", run.name, "--results", str(tmp_path), "--json"))
     assert rec["run_id"] == run.name and rec["test_accuracy"] == uninterrupted["test_accuracy"]
 
 
@@ -215,14 +216,12 @@ def test_two_compares_at_once_on_one_folder_train_each_run_key_once(tmp_path):
 def test_a_convnet_killed_mid_run_resumes_bit_identical(tmp_path):
     cnn = ["train", "--variant", "bn-pre", "--dataset", "mnist-sample", "--set", "model=cnn", "--set", "filters=4",
            "--set", "steps=40", "--set", "eval_every=10", "--set", "checkpoint_every=10", "--seed", "1"]
-    whole = bnexp(*cnn, "--results", str(tmp_path / "whole"))
-    assert whole.wait(300) == 0, whole.communicate()
+    ok(*cnn, "--results", str(tmp_path / "whole"))
     expected = _final(tmp_path / "whole")
     cut = tmp_path / "cut"
     proc = bnexp(*cnn, "--results", str(cut), signal_at="20:KILL")
     assert proc.wait(300) == -9
-    again = bnexp(*cnn, "--results", str(cut))
-    assert again.wait(300) == 0, again.communicate()
+    ok(*cnn, "--results", str(cut))
     final = _final(cut)
     assert final["resumed_from_step"] == 20 and final["config"]["execution"] == "graph"
     for key in ("test_accuracy", "test_loss", "train_loss", "train_accuracy", "history"):
