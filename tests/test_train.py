@@ -278,3 +278,34 @@ def test_compare_shows_a_diverged_run_and_keeps_going(tmp_path):
     plain = next(i for i, line in enumerate(lines) if line.startswith("plain"))
     assert "diverged 1/1" in " ".join(lines[plain:plain + 2])  # the row's accuracy cell says it
     assert "bn-pre" in res.stdout and "trained 2" in res.stderr  # it went on to the next variant
+
+
+def test_tensorflow_imports_without_kerass_optional_modules_which_still_import_after():
+    """tf() hides scikit-learn, pandas and matplotlib from Keras's start-up (about 2 s), and only then."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from bnexp.train.program import KERAS_OPTIONAL, tf; t = tf(); "
+            "hidden = [m for m in KERAS_OPTIONAL if m in sys.modules]; "
+            "import keras, matplotlib.pyplot, pandas, sklearn.base; "
+            "print(hidden, float(t.reduce_sum(keras.layers.Dense(2, kernel_initializer='ones')(t.ones([1, 3])))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["[]", "6.0"]
+
+
+def test_the_hiding_applies_to_keras_and_tensorflow_imports_only(tmp_path, monkeypatch):
+    """Another thread importing a hidden module while TensorFlow imports gets it as usual."""
+    import importlib
+    import sys
+
+    from bnexp.train.program import _Hide
+
+    (tmp_path / "probe_optional.py").write_text("VALUE = 1\n")
+    (tmp_path / "keras_probe.py").write_text("import probe_optional\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with _Hide(["probe_optional"]):
+        with pytest.raises(ModuleNotFoundError, match="hidden while TensorFlow imports"):
+            importlib.import_module("keras_probe")  # its importer is named keras...
+        sys.modules.pop("keras_probe", None)
+        assert importlib.import_module("probe_optional").VALUE == 1  # ... and this test is not
+    assert _Hide not in map(type, sys.meta_path)

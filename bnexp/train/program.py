@@ -35,6 +35,46 @@ PERCENTILES = (15, 50, 85)  # Ioffe & Szegedy, Figure 1(b, c)
 EVAL_COLUMNS = ("step", "train_loss_sum", "train_correct_sum", "test_loss_sum", "test_correct_sum")
 
 _IMPORT_LOCK = threading.Lock()
+# Keras imports these at start-up when they are installed, for integrations bnexp never uses
+# (scikit-learn wrappers, DataFrames as fit() input, image-gallery plots): about 2 of the 6 s
+# `import tensorflow` takes here. bnexp's own uses import them later, as usual.
+KERAS_OPTIONAL = ("sklearn", "pandas", "matplotlib")
+
+
+class _Hide:
+    """A meta-path finder under which TensorFlow and Keras cannot find the modules named, as if
+    they were not installed. Imports from anywhere else (another thread) find them as usual."""
+
+    def __init__(self, names):
+        self.names = tuple(n for n in names if n not in sys.modules)
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.names and _importer().startswith(("keras", "tensorflow")):
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden while TensorFlow imports)", name=name)
+        return None
+
+    def __enter__(self):
+        sys.meta_path.insert(0, self)
+
+    def __exit__(self, *exc):
+        sys.meta_path.remove(self)
+
+
+def _importer() -> str:
+    """The module whose code runs the import under way: the first frame outside importlib."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(("importlib", "_frozen_importlib")):
+        frame = frame.f_back
+    return frame.f_globals.get("__name__", "") if frame is not None else ""
+
+
+def _import_tensorflow():
+    """Import TensorFlow (and Keras) with KERAS_OPTIONAL hidden; BNEXP_LEAN_IMPORT=0 shows them."""
+    hide = KERAS_OPTIONAL if os.environ.get("BNEXP_LEAN_IMPORT") != "0" else ()
+    with _Hide(hide):
+        import keras  # noqa: F401  (Keras 3: tf.keras is keras; importing it here keeps it lean too)
+        import tensorflow
+    return tensorflow
 
 
 def tf():
@@ -46,17 +86,19 @@ def tf():
     with _IMPORT_LOCK:  # two threads swapping fd 2 at once could leave stderr pointing at /dev/null
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         _xla_cache()
-        if "tensorflow" in sys.modules or os.environ["TF_CPP_MIN_LOG_LEVEL"] < "3":
+        if "tensorflow" in sys.modules:
             import tensorflow
 
             return tensorflow
+        if os.environ["TF_CPP_MIN_LOG_LEVEL"] < "3":
+            return _import_tensorflow()
         # TensorFlow's C++ start-up lines (oneDNN, CUDA probing) ignore TF_CPP_MIN_LOG_LEVEL:
         # hide stderr while it loads; a failed import still raises with its message.
         saved = os.dup(2)
         try:
             with open(os.devnull, "w") as null:
                 os.dup2(null.fileno(), 2)
-                import tensorflow
+                tensorflow = _import_tensorflow()
         finally:
             os.dup2(saved, 2)
             os.close(saved)
@@ -139,6 +181,13 @@ class Program:
         def pixels(x):
             return x if x.dtype == t.float32 else t.gather(lut, t.cast(x, t.int32))
 
+        # The inference functions run as plain graphs, where that lookup costs about as much as the
+        # forward pass; compiled by XLA alone it is 3x cheaper and gives the same bits.
+        compiled_pixels = t.function(pixels, jit_compile=True)
+
+        def decode(x):
+            return pixels(x) if x.dtype == t.float32 or s.execution == "eager" else compiled_pixels(x)
+
         # BN after a conv trains through TensorFlow's fused kernel (fused.py); everything else,
         # the MLP included, is the model's own call
         forward = fused.training_forward(model) or (lambda x: model(x, training=True))
@@ -153,7 +202,7 @@ class Program:
             return loss, correct
 
         def evaluate(x, y):
-            logits = model(pixels(x), training=False)
+            logits = model(decode(x), training=False)
             loss = t.reduce_sum(t.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
             correct = t.reduce_sum(t.cast(t.equal(t.argmax(logits, -1, output_type=t.int32), y), t.float32))
             return loss, correct
@@ -201,7 +250,7 @@ class Program:
         def evaluate_batchstats(x, y):
             # norms with moving statistics use this batch's statistics; everything else (dropout)
             # runs in inference mode. Through the functional graph, so residual nets work too.
-            h = model._run_through_graph(model._standardize_inputs(pixels(x)),
+            h = model._run_through_graph(model._standardize_inputs(decode(x)),
                                          operation_fn=lambda op: operation_fn(op, training=id(op) in stat_ids))
             h = h[0] if isinstance(h, (list, tuple)) else h
             loss = t.reduce_sum(t.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=h))
@@ -213,7 +262,7 @@ class Program:
         stat_inputs = [keras.Model(model.inputs, layer.input) for layer in self.stat_layers]
 
         spec = [t.TensorSpec([None, *self.input_shape], self.X.dtype), t.TensorSpec([None], t.int32)]
-        probe = (lambda x: self.probe_model(pixels(x), training=False)) if self.probe_model else None
+        probe = (lambda x: self.probe_model(decode(x), training=False)) if self.probe_model else None
         if s.execution == "eager":
             self.chunk, self.evaluate, self.evaluate_batchstats = chunk, evaluate, evaluate_batchstats
             self.probe = probe
@@ -223,7 +272,7 @@ class Program:
             self.evaluate = t.function(evaluate, input_signature=spec)
             self.evaluate_batchstats = t.function(evaluate_batchstats, input_signature=spec)
             self.probe = t.function(probe, input_signature=spec[:1]) if probe else None
-            self.stat_inputs = [t.function(lambda x, m=m: m(pixels(x), training=False), input_signature=spec[:1])
+            self.stat_inputs = [t.function(lambda x, m=m: m(decode(x), training=False), input_signature=spec[:1])
                                 for m in stat_inputs]
 
     def reset(self, cfg, s) -> None:
