@@ -1230,6 +1230,35 @@ def render(r: dict) -> list[Table]:
 # ---------------------------------------------------------------- main
 
 
+def compare_only(out: Path, compares: int = 3, rounds: int = 3) -> int:
+    """Item 7 against item 1, in one run: `compares` fresh compares, each between `rounds` epochs of
+    bnexp's loop alone, so both see the same machine. The ratio is each compare's wall time over
+    12 x the best epoch."""
+    exe, ds = bnexp_exe(), load_data()
+    epochs, runs = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        _, runners = bnexp_epochs(ds, Path(tmp))
+        for k in range(compares + 1):
+            for i in range(rounds):
+                gc.collect()
+                epochs.append(runners["bnexp_train"](100 * k + i)["s"])
+            if k < compares:
+                say(f"compare {k + 1}/{compares}")
+                runs.append(measure_compare(exe, 3))
+    best = min(epochs)
+    n = runs[0]["runs"]
+    r = {"machine": machine(), "epoch_s": stats(epochs), "epochs": epochs,
+         "compares": runs, "over_epochs": [c["first"]["wall_s"] / (n * best) for c in runs]}
+    r["machine"]["load_avg_at_end"] = os.getloadavg()
+    out.write_text(json.dumps(r, indent=1, default=float) + "\n")
+    lim = TARGETS["compare_over_epochs"]
+    for c, x in zip(runs, r["over_epochs"]):
+        print(f"compare {c['first']['wall_s']:.1f} s (again: {c['second']['wall_s']:.1f} s) = {x:.2f}x "
+              f"{n} x {best:.3f} s [target <= {lim}x: {'PASS' if x <= lim else 'FAIL'}]")
+    say(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds, seeds and steps: a smoke run")
@@ -1237,6 +1266,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-convnets", action="store_true", help="skip the convnet loops (item 11): the MLP bench alone")
     ap.add_argument("--what-if", action="store_true",
                     help="instead of the bench: measure a proposed change (BN through the fused kernel in bnexp's convnet step)")
+    ap.add_argument("--compare-only", action="store_true",
+                    help="item 7 alone: fresh compares between rounds of item 1's epoch (about 3 minutes)")
     ap.add_argument("--two-at-once-child", action="store_true", help=argparse.SUPPRESS)  # item 1b, run by main
     ap.add_argument("--convnets-child", action="store_true", help=argparse.SUPPRESS)  # item 11, run by main
     ap.add_argument("--conv-steps", type=int, help=argparse.SUPPRESS)  # (trying the bench out: fewer steps)
@@ -1258,6 +1289,8 @@ def main(argv: list[str] | None = None) -> int:
             args.out.write_text(json.dumps(w, indent=1, default=float) + "\n")
             say(f"wrote {args.out}")
         return 0
+    if args.compare_only:
+        return compare_only(args.out or HERE / "bench-compare-last-run.json")
     args.out = args.out or HERE / "last-run.json"
     started = perf_counter()
     r: dict = {"quick": args.quick, "budget": b.__dict__, "machine": machine()}
