@@ -89,10 +89,12 @@ def _train_with(prog, cfg, s, data, workdir, control, resume, started) -> dict:
     c0 = time.perf_counter()
     perm = t.constant(_perm(s.seed, st.step // spe, n_train, spe, s.batch_size))
     if not prog.compiled and s.execution != "eager":
-        with KERAS_LOCK:  # tracing builds Keras state; compiling is then cached per program
-            prog.chunk({**data_args, "perm": perm},
-                       {**consts(start=0, count=0, gstep=0, total=total, every=every), "factor": factor},
-                       consts(ref=-1.0, isl=0.0, isc=0.0))
+        args = ({**data_args, "perm": perm},
+                {**consts(start=0, count=0, gstep=0, total=total, every=every), "factor": factor},
+                consts(ref=-1.0, isl=0.0, isc=0.0))
+        with KERAS_LOCK:  # tracing builds Keras state ...
+            prog.chunk.get_concrete_function(*args)
+        prog.chunk(*args)  # ... XLA's compiling does not: another run may trace meanwhile
         prog.compiled = True
     compile_s = time.perf_counter() - c0
 
