@@ -183,10 +183,12 @@ class Program:
 
         # The inference functions run as plain graphs, where that lookup costs about as much as the
         # forward pass; compiled by XLA alone it is 3x cheaper and gives the same bits.
-        compiled_pixels = t.function(pixels, jit_compile=True)
+        decode = pixels
+        if s.execution != "eager":
+            compiled_pixels = t.function(pixels, jit_compile=True)
 
-        def decode(x):
-            return pixels(x) if x.dtype == t.float32 or s.execution == "eager" else compiled_pixels(x)
+            def decode(x):
+                return x if x.dtype == t.float32 else compiled_pixels(x)
 
         # BN after a conv trains through TensorFlow's fused kernel (fused.py); everything else,
         # the MLP included, is the model's own call
