@@ -309,3 +309,56 @@ def test_the_hiding_applies_to_keras_and_tensorflow_imports_only(tmp_path, monke
         sys.modules.pop("keras_probe", None)
         assert importlib.import_module("probe_optional").VALUE == 1  # ... and this test is not
     assert _Hide not in map(type, sys.meta_path)
+
+
+def test_the_xla_cache_keeps_under_its_cap_by_deleting_the_oldest_files(tmp_path):
+    import os
+
+    from bnexp.train.program import prune_cache
+
+    for k in range(8):  # 8 x 100 KB, file k written at time 1000 + k
+        f = tmp_path / f"entry{k}.pb"
+        f.write_bytes(b"x" * 100_000)
+        os.utime(f, (1000 + k, 1000 + k))
+    (tmp_path / "notes.txt").write_bytes(b"y" * 1_000_000)  # not XLA's: never touched
+    assert prune_cache(tmp_path, 800_000) == []  # at the cap: nothing goes
+    gone = prune_cache(tmp_path, 500_000)  # over it: the oldest go until 3/4 of the cap (375 KB) is left
+    assert [f.name for f in gone] == [f"entry{k}.pb" for k in range(5)]
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["entry5.pb", "entry6.pb", "entry7.pb", "notes.txt"]
+
+
+def test_tensorflow_writes_its_xla_cache_where_bnexp_says_and_bnexp_prunes_it_at_start(tmp_path):
+    """In a fresh process: an old entry over BNEXP_XLA_CACHE_MB goes when TensorFlow starts, and the
+    program compiled afterwards is written there."""
+    import os
+    import subprocess
+    import sys
+
+    cache = tmp_path / "bnexp" / "xla"
+    cache.mkdir(parents=True)
+    (cache / "old.pb").write_bytes(b"x" * 200_000)
+    os.utime(cache / "old.pb", (1000, 1000))
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "BNEXP_XLA_CACHE_MB": "0.1"}
+    env.pop("TF_XLA_FLAGS", None)
+    code = ("from bnexp.train.program import tf; t = tf(); "
+            "print(float(t.function(lambda x: 2 * x, jit_compile=True)(t.constant(3.0))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.split() == ["6.0"]
+    entries = list(cache.glob("*.pb"))
+    assert entries and "old.pb" not in {f.name for f in entries}
+
+
+def test_a_bad_xla_cache_size_is_one_line_and_exit_2_before_any_run_folder(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "BNEXP_XLA_CACHE_MB": "lots"}
+    env.pop("TF_XLA_FLAGS", None)
+    p = subprocess.run([sys.executable, "-c", "from bnexp.cli import app; app()", "train", "--variant", "plain",
+                        "--dataset", "mnist-sample", "--results",
+                        str(tmp_path / "r")], capture_output=True, text=True, env=env)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith("error: BNEXP_XLA_CACHE_MB=lots is not a size in megabytes")
+    assert "Traceback" not in p.stderr
+    assert not [d for d in (tmp_path / "r").glob("*") if d.is_dir() and not d.name.startswith(".")]

@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import models
 from ..config import GRAPH, digest, key_dict
+from ..errors import UsageError
 from . import fused
 
 KERAS_LOCK = threading.RLock()  # held while seeding, building, tracing or saving a model
@@ -105,17 +106,61 @@ def tf():
         return tensorflow
 
 
+XLA_CACHE_MB = 1024  # the cache's default size cap; $BNEXP_XLA_CACHE_MB sets another
+
+
 def _xla_cache() -> None:
-    """Keep XLA's compiled programs on disk so the next process skips compiling (about 1 s a shape)."""
+    """Keep XLA's compiled programs on disk so the next process skips compiling (about 1 s a shape),
+    in $XDG_CACHE_HOME/bnexp/xla (~/.cache/bnexp/xla), at most $BNEXP_XLA_CACHE_MB megabytes.
+    BNEXP_XLA_CACHE=0 turns it off."""
     flags = os.environ.get("TF_XLA_FLAGS", "")
     if "tf_xla_persistent_cache_directory" in flags or os.environ.get("BNEXP_XLA_CACHE") == "0":
         return
+    cap = xla_cache_cap()
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bnexp" / "xla"
     try:
         cache.mkdir(parents=True, exist_ok=True)
+        prune_cache(cache, cap)
     except OSError:
         return  # no cache, just slower
     os.environ["TF_XLA_FLAGS"] = f"{flags} --tf_xla_persistent_cache_directory={cache}".strip()
+
+
+def xla_cache_cap() -> int:
+    """$BNEXP_XLA_CACHE_MB in bytes (default XLA_CACHE_MB)."""
+    raw = os.environ.get("BNEXP_XLA_CACHE_MB", "").strip()
+    try:
+        mb = float(raw) if raw else XLA_CACHE_MB
+    except ValueError:
+        mb = -1.0
+    if not mb > 0:  # (NaN included)
+        raise UsageError(f"BNEXP_XLA_CACHE_MB={raw} is not a size in megabytes; set it to a number above 0 "
+                         "(e.g. 1024), or BNEXP_XLA_CACHE=0 to keep no cache")
+    return int(mb * 2**20)
+
+
+def prune_cache(cache: Path, cap: int) -> list[Path]:
+    """When XLA's cache files (*.pb) in `cache` add up to more than `cap` bytes, delete the oldest
+    written until they fill at most three quarters of it (so that pruning is not needed at every
+    start). A program whose file went compiles again and writes it anew. Returns what it deleted."""
+    files = []
+    for f in cache.glob("*.pb"):
+        try:
+            st = f.stat()
+        except FileNotFoundError:  # (another process pruned it meanwhile)
+            continue
+        files.append((st.st_mtime, st.st_size, f))
+    total = sum(size for _, size, _ in files)
+    if total <= cap:
+        return []
+    gone = []
+    for _, size, f in sorted(files, key=lambda e: (e[0], e[2].name)):
+        if total <= cap * 3 // 4:
+            break
+        f.unlink(missing_ok=True)
+        total -= size
+        gone.append(f)
+    return gone
 
 
 def _compact(x: np.ndarray) -> np.ndarray:
