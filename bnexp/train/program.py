@@ -185,6 +185,18 @@ def eval_batch(model) -> int:
     return max(1, min(EVAL_BATCH, EVAL_BYTES // (4 * widest)))
 
 
+def _merged(parts: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
+    """Merge per-batch (count, mean, var) into the whole set's mean and population variance."""
+    count, mean, var = parts[0]
+    m2 = var * count
+    for k, m, v in parts[1:]:
+        delta, total = m - mean, count + k
+        mean = mean + delta * k / total
+        m2 = m2 + v * k + delta ** 2 * count * k / total
+        count = total
+    return mean, (var if len(parts) == 1 else m2 / count)
+
+
 class Program:
     """A model, its optimizer and their compiled functions, reused across runs."""
 
@@ -305,22 +317,26 @@ class Program:
 
         # the eval points' images, decoded once: each point then costs only its forward pass
         self.Xe, self.Ye = pixels(self.Xt[: s.eval_samples]), self.Yt[: s.eval_samples]
-        # the input of each moving-statistics norm, in inference mode, for recalibrate()
-        stat_inputs = [keras.Model(model.inputs, layer.input) for layer in self.stat_layers]
+        # the inputs of all moving-statistics norms, in inference mode, from one forward pass: for
+        # recalibrate() and variance_ratios(). One function, traced once (one per layer would be
+        # traced as many times, and TensorFlow warns of retracing past 5: a ResNet has 7)
+        stat_model = keras.Model(model.inputs, [layer.input for layer in self.stat_layers]) if self.stat_layers else None
+        held = sum(int(np.prod(layer.input.shape[1:])) for layer in self.stat_layers)  # floats an image holds
+        self.stat_batch = max(1, min(self.eval_batch, EVAL_BYTES // (4 * max(held, 1))))
 
         spec = [t.TensorSpec([None, *self.input_shape], self.X.dtype), t.TensorSpec([None], t.int32)]
         probe = (lambda x: self.probe_model(decode(x), training=False)) if self.probe_model else None
         if s.execution == "eager":
             self.chunk, self.evaluate, self.evaluate_batchstats = chunk, evaluate, evaluate_batchstats
             self.probe = probe
-            self.stat_inputs = [lambda x, m=m: m(pixels(x), training=False) for m in stat_inputs]
+            self.stat_inputs = (lambda x: stat_model(pixels(x), training=False)) if stat_model else None
         else:
             self.chunk = t.function(chunk, jit_compile=s.execution == "xla")
             self.evaluate = t.function(evaluate, input_signature=spec)
             self.evaluate_batchstats = t.function(evaluate_batchstats, input_signature=spec)
             self.probe = t.function(probe, input_signature=spec[:1]) if probe else None
-            self.stat_inputs = [t.function(lambda x, m=m: m(decode(x), training=False), input_signature=spec[:1])
-                                for m in stat_inputs]
+            self.stat_inputs = (t.function(lambda x: stat_model(decode(x), training=False), input_signature=spec[:1])
+                                if stat_model else None)
 
     def reset(self, cfg, s) -> None:
         """Give the shared model exactly the state a fresh run with `s.seed` would get."""
@@ -370,28 +386,25 @@ class Program:
         N·H·W after a conv), computed with the final weights in inference mode. Layers go in graph
         order, since a layer's input depends on the statistics of the norms before it. Running it
         twice gives the same statistics."""
-        for stat_input, layer in zip(self.stat_inputs, self.stat_layers):
-            mean, var = self._moments(stat_input, self.X[:n])
+        for k, layer in enumerate(self.stat_layers):
+            (mean, var), = self._moments(self.X[:n], [k])
             layer.moving_mean.assign(np.asarray(mean, np.float32))
             layer.moving_variance.assign(np.asarray(var, np.float32))
 
-    def _moments(self, stat_input, x) -> tuple[np.ndarray, np.ndarray]:
-        """Per channel, the mean and population variance (float64) of a layer's input over x,
-        one inference batch at a time, the batches' moments merged (Chan et al.); a single batch
-        gives numpy's own mean and var of it."""
-        parts = []
-        for s in range(0, int(x.shape[0]), self.eval_batch):
-            h = np.asarray(stat_input(x[s:s + self.eval_batch]), dtype=np.float64)
-            h = h.reshape(-1, h.shape[-1])
-            parts.append((h.shape[0], h.mean(axis=0), h.var(axis=0)))
-        count, mean, var = parts[0]
-        m2 = var * count
-        for k, m, v in parts[1:]:
-            delta, total = m - mean, count + k
-            mean = mean + delta * k / total
-            m2 = m2 + v * k + delta ** 2 * count * k / total
-            count = total
-        return mean, (var if len(parts) == 1 else m2 / count)
+    def _moments(self, x, layers) -> list[tuple[np.ndarray, np.ndarray]]:
+        """For each stat layer index in `layers`: per channel, the mean and population variance
+        (float64) of that layer's input over x, one batch of `stat_batch` images at a time, the
+        batches' moments merged (Chan et al.); a single batch gives numpy's own mean and var of it."""
+        layers = list(layers)
+        parts: list[list] = [[] for _ in layers]
+        for s in range(0, int(x.shape[0]), self.stat_batch):
+            outs = self.stat_inputs(x[s:s + self.stat_batch])
+            outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+            for part, k in zip(parts, layers):
+                h = np.asarray(outs[k], dtype=np.float64)
+                h = h.reshape(-1, h.shape[-1])
+                part.append((h.shape[0], h.mean(axis=0), h.var(axis=0)))
+        return [_merged(part) for part in parts]
 
     def variance_ratios(self, x) -> list[float]:
         """Per moving-statistics norm, in graph order: the variance of its input over `x` in
@@ -400,8 +413,7 @@ class Program:
         Channels with a moving variance of 0 (dead on every image it was estimated on) are left
         out; a layer with none left records None."""
         out = []
-        for stat_input, layer in zip(self.stat_inputs, self.stat_layers):
-            _, var = self._moments(stat_input, x)
+        for (_, var), layer in zip(self._moments(x, range(len(self.stat_layers))), self.stat_layers):
             moving = np.asarray(layer.moving_variance.numpy(), np.float64)
             live = moving > 0  # a unit dead on every image it was estimated on has no ratio
             out.append(float(np.mean(var[live] / moving[live])) if live.any() else None)
