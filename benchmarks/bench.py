@@ -24,7 +24,8 @@ Measured:
   5. Final test accuracy, bnexp vs fit, over seeds.
   6. The cost of bnexp's periodic eval points, as a fraction of the training loop.
   7. `bnexp compare plain dropout bn-pre bn-post --seeds 3` end to end, then again (all reused);
-     its wall time over 12 epochs of bnexp's loop alone (issue #17).
+     its wall time over 12 epochs of bnexp's loop alone (issue #17). --compare-only: that alone,
+     with the floor under any schedule of the compare's own work (see compare_only).
   8. `bnexp --help` and `bnexp list` wall time, and whether they import TensorFlow.
   9. Peak RSS of `bnexp train --variant bn-pre --dataset fashion-mnist`.
   10. The floor: a step's 8 matrix products alone, in the same kind of XLA loop, one model (with
