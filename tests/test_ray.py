@@ -139,10 +139,12 @@ class Ran:
 
 
 def _remember(seen: dict, now: dict) -> None:
-    """Add the processes seen now; keep the first command line read (an exiting one reads empty)."""
+    """Add the processes seen now; keep the last non-empty command line read. (An exiting process
+    reads empty; one caught between fork and exec reads its parent's, so the first read may be wrong.)"""
     for p, (start, cmd) in now.items():
-        if p not in seen or seen[p][0] != start or not seen[p][1]:
-            seen[p] = (start, cmd)
+        same = p in seen and seen[p][0] == start
+        if not same or cmd:
+            seen[p] = (start, cmd or "")
 
 
 def bnexp_cli(args, cwd: Path, env: dict | None = None, timeout: float = 240) -> Ran:
